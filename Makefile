@@ -1,0 +1,47 @@
+# Palisade build entry points. `make test` and `make demo` work on a fresh Debian machine as root:
+# they install what they need first.
+
+GO       ?= go
+BIN      := bin/palisade
+TOOLS    := $(CURDIR)/.tools/bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+# The suite has privileged tests (netns, eBPF); they run when make runs as root.
+TESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build test deps generate check-generate lint bench demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/palisade
+
+deps:
+	@./deploy/local/install-deps.sh
+
+test: deps
+	$(GO) test $(TESTFLAGS) ./...
+
+generate:
+	@PALISADE_NEED_CLANG=1 ./deploy/local/install-deps.sh
+	$(GO) generate ./...
+
+# Fails when the committed generated code differs from what `make generate` produces.
+check-generate: generate
+	@git diff --exit-code -- '*.go' '*.o' || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+
+lint: $(TOOLS)/staticcheck
+	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+
+demo: deps build
+	@echo "The demo is not there yet: it arrives with the agent and clustermesh."
+
+clean:
+	rm -rf bin .tools
