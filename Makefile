@@ -22,8 +22,18 @@ deps:
 test: deps
 	$(GO) test $(TESTFLAGS) ./...
 
-generate:
-	@PALISADE_NEED_CLANG=1 ./deploy/local/install-deps.sh
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+# Regenerates the eBPF objects (clang) and the gRPC code (protoc); the results are committed.
+generate: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	@PALISADE_NEED_GENERATORS=1 ./deploy/local/install-deps.sh
 	$(GO) generate ./...
 
 # Fails when the committed generated code differs from what `make generate` produces.

@@ -7,9 +7,10 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
-if [ "${PALISADE_NEED_CLANG:-0}" = 1 ]; then
+if [ "${PALISADE_NEED_GENERATORS:-0}" = 1 ]; then
   command -v clang >/dev/null 2>&1 || need+=(clang llvm)
   [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+  command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 fi
 for extra in ${PALISADE_EXTRA_PACKAGES:-}; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
