@@ -22,6 +22,7 @@ deps:
 test: deps
 	$(GO) test $(TESTFLAGS) ./...
 
+STATICCHECK_VERSION        := v0.8.2
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
@@ -41,7 +42,7 @@ check-generate: generate
 	@git diff --exit-code -- '*.go' '*.o' || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
 
 $(TOOLS)/staticcheck:
-	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 lint: $(TOOLS)/staticcheck
 	$(GO) vet ./...
