@@ -1,0 +1,13 @@
+package kvstore
+
+import (
+	"testing"
+
+	"github.com/palisade-mesh/palisade/kvstore/conformance"
+	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+)
+
+// TestConformance_ExternalEtcd34 runs the kvstore suite against the installed etcd binary.
+func TestConformance_ExternalEtcd34(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) conformance.Server { return etcdtest.StartExternal(t) })
+}
