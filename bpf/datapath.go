@@ -177,3 +177,23 @@ func (d *Datapath) reconcile() error {
 	}
 	return nil
 }
+
+// ProgramIDs returns the kernel IDs of the programs this Datapath loaded, by program name, for
+// diagnostics (bpftool prog show id N) and for checking that nothing stays loaded after Remove.
+func (d *Datapath) ProgramIDs() (map[string]uint32, error) {
+	out := make(map[string]uint32)
+	for name, p := range map[string]*ebpf.Program{
+		"from_endpoint": d.objs.FromEndpoint, "to_endpoint": d.objs.ToEndpoint, "steer_to_proxy": d.objs.SteerToProxy,
+	} {
+		info, err := p.Info()
+		if err != nil {
+			return nil, fmt.Errorf("program %s info: %w", name, err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			return nil, fmt.Errorf("program %s: kernel reports no ID", name)
+		}
+		out[name] = uint32(id)
+	}
+	return out, nil
+}
