@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,12 +12,15 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // Client talks to one etcd cluster under one key prefix. It is safe for concurrent use. Close stops
 // its watches and sessions' keep-alives (without revoking leases) and the connection.
 type Client struct {
 	cfg     Config
+	tls     *tls.Config
 	cli     *clientv3.Client
 	metrics *metrics
 	log     *slog.Logger
@@ -26,6 +30,8 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	mu        sync.Mutex // guards closed against wg.Add racing with Close's wg.Wait
+	closed    bool
 	closeOnce sync.Once
 }
 
@@ -53,7 +59,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		MaxCallSendMsgSize:   cfg.MaxValueBytes + 64<<10,
-		Logger:               zap.NewNop(),
+		// gRPC's default reconnect backoff grows to 2 minutes; a restarted etcd should be used again
+		// within seconds.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
+		Logger: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -61,6 +73,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	cctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg:     cfg,
+		tls:     tlsCfg,
 		cli:     cli,
 		metrics: m,
 		log:     cfg.Logger.With("component", "kvstore"),
@@ -83,8 +96,20 @@ func (c *Client) probe(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("connect to etcd at %s: no endpoint answered within %s: %w",
-		strings.Join(c.cfg.Endpoints, ","), c.cfg.DialTimeout, err)
+	if ctx.Err() != nil {
+		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(c.cfg.Endpoints, ","), ctx.Err())
+	}
+	// gRPC only says the deadline passed: find out what is wrong with each endpoint.
+	causes := make([]string, 0, len(c.cfg.Endpoints))
+	for _, ep := range c.cfg.Endpoints {
+		if derr := diagnose(ctx, ep, c.tls); derr != nil {
+			causes = append(causes, fmt.Sprintf("%s: %v", ep, derr))
+		} else {
+			causes = append(causes, fmt.Sprintf("%s: reachable, but etcd did not answer", ep))
+		}
+	}
+	return fmt.Errorf("connect to etcd: no endpoint answered within %s (%s): %w",
+		c.cfg.DialTimeout, strings.Join(causes, "; "), err)
 }
 
 // Close stops the client's watches and sessions (their leases are left to expire) and closes the
@@ -92,6 +117,9 @@ func (c *Client) probe(ctx context.Context) error {
 func (c *Client) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
 		c.cancel()
 		c.wg.Wait()
 		err = c.cli.Close()
@@ -123,4 +151,24 @@ func (c *Client) opContext(ctx context.Context) (context.Context, context.Cancel
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	return cctx, cancel, nil
+}
+
+// goBackground runs f in a goroutine owned by the client: its context ends when ctx or the client
+// does, and Close waits for it. It returns false (and does not run f) once the client is closed.
+func (c *Client) goBackground(ctx context.Context, f func(ctx context.Context)) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(c.ctx, cancel)
+		defer stop()
+		f(fctx)
+	}()
+	return true
 }

@@ -48,6 +48,10 @@ type TLSConfig struct {
 	CertFile, KeyFile string
 }
 
+// The server's certificate must name the endpoint's host. For a unixs:// endpoint etcd's client
+// verifies the socket's file name without any ":port" suffix ("unixs:///run/etcd/localhost:2379"
+// expects "localhost"), so name the socket after a name in the certificate.
+
 // Defaults of Config.
 const (
 	DefaultPrefix          = "palisade/v1/"

@@ -221,3 +221,17 @@ func (c *Client) CompareAndDelete(ctx context.Context, key string, expectModRevi
 	}
 	return resp.Responses[0].GetResponseDeleteRange().GetDeleted() > 0, nil
 }
+
+// Compact discards the history before rev (keys' current values stay). Watchers that still needed
+// that history relist. It returns once the compaction is applied.
+func (c *Client) Compact(ctx context.Context, rev int64) error {
+	ctx, cancel, err := c.opContext(ctx)
+	if err != nil {
+		return fmt.Errorf("kvstore compact to %d: %w", rev, err)
+	}
+	defer cancel()
+	if _, err := c.cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+		return fmt.Errorf("kvstore compact to %d: %w", rev, err)
+	}
+	return nil
+}

@@ -9,5 +9,7 @@ import (
 
 // TestConformance_Embedded runs the kvstore suite against the embedded etcd server.
 func TestConformance_Embedded(t *testing.T) {
-	conformance.Run(t, func(t *testing.T) conformance.Server { return etcdtest.StartRestartable(t) })
+	conformance.Run(t, func(t *testing.T, opts ...etcdtest.ServerOption) conformance.Server {
+		return etcdtest.StartRestartable(t, opts...)
+	})
 }

@@ -18,14 +18,18 @@ type Server interface {
 	Restart()
 }
 
-// Target starts a fresh server for one group of tests. Groups that stop their server or compact it
-// get their own, so that they do not disturb tests running in parallel.
-type Target func(t *testing.T) Server
+// Target starts a fresh server (with TLS when an option says so). Tests that stop their server get
+// their own; the others share one, each under its own key prefix.
+type Target func(t *testing.T, opts ...etcdtest.ServerOption) Server
 
 // Run runs the whole suite against servers made by start.
 func Run(t *testing.T, start Target) {
 	shared := start(t)
 	t.Run("KV", func(t *testing.T) { runKV(t, shared) })
+	t.Run("Watch", func(t *testing.T) { runWatch(t, shared) })
+	t.Run("Leases", func(t *testing.T) { runLeases(t, shared) })
+	t.Run("Connect", func(t *testing.T) { runConnect(t, shared, start) })
+	t.Run("Faults", func(t *testing.T) { runFaults(t, shared, start) })
 }
 
 // newClient connects to srv under a prefix unique to the test, so that tests sharing a server do
@@ -43,4 +47,12 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+func withConfigs(fs []func(*kvstore.Config)) []etcdtest.ClientOption {
+	out := make([]etcdtest.ClientOption, len(fs))
+	for i, f := range fs {
+		out[i] = etcdtest.WithConfig(f)
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore"
+	"github.com/palisade-mesh/palisade/kvstore/embedded"
 )
 
 // External is an etcd server running as a separate process from the installed `etcd` binary
@@ -24,9 +25,10 @@ type External struct {
 	t        testing.TB
 	bin      string
 	dir      string // data, socket and log live here
-	clientTC string // http://127.0.0.1:port
+	clientTC string // http(s)://127.0.0.1:port
 	peer     string
 	socket   string // absolute socket path
+	tls      *embedded.TLSServerConfig
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -37,20 +39,25 @@ const externalStartTimeout = 20 * time.Second
 
 // StartExternal runs Debian's etcd binary for the test (skipped, or failed in CI, when it is not
 // installed) and waits until it answers. It is stopped and its files removed when the test ends.
-func StartExternal(t testing.TB) *External {
+// Of the ServerOptions only WithServerTLS applies.
+func StartExternal(t testing.TB, opts ...ServerOption) *External {
 	t.Helper()
 	bin := testenv.RequireBinary(t, "etcd", "apt-get install etcd-server")
+	var want embedded.Config
+	for _, o := range opts {
+		o(&want)
+	}
 	// The socket must have a short path, and etcd 3.4 only takes unix URLs of the form host:port,
 	// relative to its working directory, so the whole server lives in a short temp dir.
 	dir := SocketDir(t)
-	e := &External{t: t, bin: bin, dir: dir, socket: filepath.Join(dir, "etcd:1")}
+	e := &External{t: t, bin: bin, dir: dir, socket: filepath.Join(dir, "etcd:1"), tls: want.TLS}
 	var lastErr error
 	for range 3 {
 		ports, err := freePorts(2)
 		if err != nil {
 			t.Fatalf("pick free ports for etcd: %v", err)
 		}
-		e.clientTC = "http://127.0.0.1:" + ports[0]
+		e.clientTC = e.scheme("http") + "://127.0.0.1:" + ports[0]
 		e.peer = "http://127.0.0.1:" + ports[1]
 		if lastErr = e.start(); lastErr == nil {
 			t.Cleanup(e.Stop)
@@ -64,7 +71,15 @@ func StartExternal(t testing.TB) *External {
 
 // Endpoints are the TCP endpoint and the unix socket endpoint, stable across restarts.
 func (e *External) Endpoints() []string {
-	return []string{e.clientTC, "unix://" + e.socket}
+	return []string{e.clientTC, e.scheme("unix") + "://" + e.socket}
+}
+
+// scheme adds the TLS "s" to base when the server serves TLS.
+func (e *External) scheme(base string) string {
+	if e.tls != nil {
+		return base + "s"
+	}
+	return base
 }
 
 // DataDir is the server's data directory.
@@ -81,16 +96,23 @@ func (e *External) start() error {
 		return fmt.Errorf("open etcd log: %w", err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(e.bin,
+	args := []string{
 		"--name", "etcdtest",
 		"--data-dir", e.DataDir(),
-		"--listen-client-urls", e.clientTC+",unix://etcd:1",
+		"--listen-client-urls", e.clientTC + "," + e.scheme("unix") + "://etcd:1",
 		"--advertise-client-urls", e.clientTC,
 		"--listen-peer-urls", e.peer,
 		"--initial-advertise-peer-urls", e.peer,
-		"--initial-cluster", "etcdtest="+e.peer,
+		"--initial-cluster", "etcdtest=" + e.peer,
 		"--logger", "zap", "--log-outputs", "stderr",
-	)
+	}
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.tls.CertFile, "--key-file", e.tls.KeyFile)
+		if e.tls.TrustedCAFile != "" {
+			args = append(args, "--trusted-ca-file", e.tls.TrustedCAFile, "--client-cert-auth")
+		}
+	}
+	cmd := exec.Command(e.bin, args...)
 	cmd.Dir = e.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the test binary dies, etcd must not outlive it.
@@ -120,7 +142,7 @@ func (e *External) waitReady(exited <-chan struct{}) error {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := kvstore.New(ctx, kvstore.Config{Endpoints: e.Endpoints()[:1], DialTimeout: time.Second})
+		c, err := kvstore.New(ctx, kvstore.Config{Endpoints: e.Endpoints()[:1], DialTimeout: time.Second, TLS: e.probeTLS()})
 		cancel()
 		if err == nil {
 			c.Close()
@@ -129,6 +151,15 @@ func (e *External) waitReady(exited <-chan struct{}) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("etcd not answering on %s after %s", e.clientTC, externalStartTimeout)
+}
+
+// probeTLS is the client side of the server's TLS: its own certificate doubles as a client
+// certificate signed by the trusted CA.
+func (e *External) probeTLS() *kvstore.TLSConfig {
+	if e.tls == nil {
+		return nil
+	}
+	return &kvstore.TLSConfig{CAFile: e.tls.TrustedCAFile, CertFile: e.tls.CertFile, KeyFile: e.tls.KeyFile}
 }
 
 // Stop terminates the server (SIGTERM, then SIGKILL after 10s). Stopping a stopped server does

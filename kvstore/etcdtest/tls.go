@@ -105,7 +105,9 @@ func (ca *testCA) issue(t testing.TB, name string, server bool, certFile, keyFil
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}
 	if server {
-		tmpl.DNSNames = []string{"localhost"}
+		// etcd's client verifies a unix socket's file name (without ":port") as the server name:
+		// the sockets of Start ("etcd.sock") and StartExternal ("etcd:1").
+		tmpl.DNSNames = []string{"localhost", "etcd.sock", "etcd"}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)

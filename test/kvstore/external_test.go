@@ -7,7 +7,10 @@ import (
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
 )
 
-// TestConformance_ExternalEtcd34 runs the kvstore suite against the installed etcd binary.
+// TestConformance_ExternalEtcd34 runs the kvstore suite against the installed etcd binary (Debian's
+// etcd-server 3.4) started as a separate process.
 func TestConformance_ExternalEtcd34(t *testing.T) {
-	conformance.Run(t, func(t *testing.T) conformance.Server { return etcdtest.StartExternal(t) })
+	conformance.Run(t, func(t *testing.T, opts ...etcdtest.ServerOption) conformance.Server {
+		return etcdtest.StartExternal(t, opts...)
+	})
 }
