@@ -144,7 +144,7 @@ func (m *mesh) remove(keys ...api.Key) {
 type flowCase struct {
 	from, to string
 	port     uint16
-	proto    uint8 // 0: TCP
+	proto    uint8  // 0: TCP
 	http     string // "METHOD /path"
 	l7       map[string]string
 	l7proto  string
