@@ -1,0 +1,213 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/palisade-mesh/palisade/kvstore"
+	"github.com/palisade-mesh/palisade/kvstore/embedded"
+	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+)
+
+// BenchmarkAllocateNewLabels measures allocations of label sets nobody has allocated before, by 1
+// and 16 concurrent allocators (one per simulated node, each with its own etcd client), for the
+// palisade allocator and, in the same run, for the reference lock-based allocator below. It
+// reports throughput (allocs/s), p50/p99 latency and the throughput ratio (speedup).
+//
+//	go test -run '^$' -bench BenchmarkAllocateNewLabels -benchtime 3000x ./identity/
+func BenchmarkAllocateNewLabels(b *testing.B) {
+	// With fsync, as the embedded etcd of a real install runs (etcdtest turns it off).
+	srv := etcdtest.Start(b, func(c *embedded.Config) { c.UnsafeNoFsync = false })
+	for _, n := range []int{1, 16} {
+		b.Run(fmt.Sprintf("allocators=%d", n), func(b *testing.B) {
+			prefix := func(algo string) string {
+				return fmt.Sprintf("bench/%s/%d/%d/", algo, n, benchRuns.Add(1))
+			}
+			pal := measure(b, n, b.N, newPalisadeAllocs(b, srv, n, prefix("palisade")))
+			ref := measure(b, n, b.N, newLockAllocs(b, srv, n, prefix("lock")))
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(pal.perSec, "allocs/s")
+			b.ReportMetric(pal.p50.Seconds()*1000, "p50-ms")
+			b.ReportMetric(pal.p99.Seconds()*1000, "p99-ms")
+			b.ReportMetric(ref.perSec, "ref-allocs/s")
+			b.ReportMetric(ref.p50.Seconds()*1000, "ref-p50-ms")
+			b.ReportMetric(ref.p99.Seconds()*1000, "ref-p99-ms")
+			b.ReportMetric(pal.perSec/ref.perSec, "speedup")
+		})
+	}
+}
+
+// benchRuns numbers the runs of a benchmark so that each works under a fresh key prefix.
+var benchRuns atomic.Int64
+
+type loadResult struct {
+	perSec   float64
+	p50, p99 time.Duration
+}
+
+// measure runs total allocations of fresh label sets spread over the workers and times each.
+func measure(b *testing.B, workers, total int, allocs []func(context.Context, Labels) (ID, error)) loadResult {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	sets := make([]Labels, total)
+	tag := rand.Uint64()
+	for i := range sets {
+		sets[i] = NewLabels(
+			Label{Source: SourceK8s, Key: "app", Value: fmt.Sprintf("bench-%x-%d", tag, i)},
+			Label{Source: SourceK8s, Key: LabelNamespace, Value: "bench"},
+		)
+	}
+	var (
+		next      atomic.Int64
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, total)
+		wg        sync.WaitGroup
+		failed    atomic.Value
+	)
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				t0 := time.Now()
+				if _, err := allocs[w](ctx, sets[i]); err != nil {
+					failed.Store(err)
+					return
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				latencies = append(latencies, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	slices.Sort(latencies)
+	pct := func(p float64) time.Duration { return latencies[min(len(latencies)-1, int(float64(len(latencies))*p))] }
+	return loadResult{perSec: float64(total) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99)}
+}
+
+func newPalisadeAllocs(b *testing.B, srv etcdtest.Endpointer, n int, prefix string) []func(context.Context, Labels) (ID, error) {
+	b.Helper()
+	out := make([]func(context.Context, Labels) (ID, error), n)
+	for i := range out {
+		kv := etcdtest.NewClient(b, srv, etcdtest.WithPrefix(prefix), etcdtest.WithConfig(quietClient))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		a, err := NewAllocator(ctx, kv, AllocatorConfig{Node: fmt.Sprintf("node-%d", i), Cluster: testCluster, Logger: quietLogger()})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { a.Close() })
+		out[i] = func(ctx context.Context, l Labels) (ID, error) {
+			id, _, err := a.Allocate(ctx, l)
+			return id, err
+		}
+	}
+	return out
+}
+
+// lockAllocator is the reference: the classic kvstore allocator algorithm, serialized by one
+// cluster-wide lock key. Take the lock (create-only, with the node's lease so that a dead holder
+// cannot block the cluster forever; waiters poll), read the value key, and if the labels have no
+// identity yet create-only a master key at a free number and write the value key; write the
+// node's reference; unlock. It only exists in this benchmark.
+type lockAllocator struct {
+	kv    *kvstore.Client
+	node  string
+	lease kvstore.LeaseID
+	rng   idRange
+}
+
+const lockKey = "locks/identities"
+
+func newLockAllocs(b *testing.B, srv etcdtest.Endpointer, n int, prefix string) []func(context.Context, Labels) (ID, error) {
+	b.Helper()
+	rng, err := newIDRange(DefaultLayout, testCluster.ID, 0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]func(context.Context, Labels) (ID, error), n)
+	for i := range out {
+		kv := etcdtest.NewClient(b, srv, etcdtest.WithPrefix(prefix), etcdtest.WithConfig(quietClient))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sess, err := kv.NewSession(ctx, 30*time.Second)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sess.Close(context.Background()) })
+		lease, err := sess.Acquire(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		la := &lockAllocator{kv: kv, node: fmt.Sprintf("node-%d", i), lease: lease, rng: rng}
+		out[i] = la.allocate
+	}
+	return out
+}
+
+func (l *lockAllocator) allocate(ctx context.Context, lbls Labels) (ID, error) {
+	if err := l.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer l.kv.Delete(context.Background(), lockKey)
+	vk := valueKey(lbls.Digest())
+	v, found, err := l.kv.Get(ctx, vk)
+	if err != nil {
+		return 0, err
+	}
+	var id ID
+	if found {
+		if id, err = decodeValue(v.Value); err != nil {
+			return 0, err
+		}
+	} else {
+		for {
+			id, _ = pickFree(l.rng, func(ID) bool { return false })
+			created, err := l.kv.CreateOnly(ctx, masterKey(id), encodeMaster(lbls), kvstore.NoLease)
+			if err != nil {
+				return 0, err
+			}
+			if created {
+				break
+			}
+		}
+		if err := l.kv.Put(ctx, vk, encodeValue(id), kvstore.NoLease); err != nil {
+			return 0, err
+		}
+	}
+	return id, l.kv.Put(ctx, refKey(id, l.node), refValue, l.lease)
+}
+
+func (l *lockAllocator) lock(ctx context.Context) error {
+	wait := 500 * time.Microsecond
+	for {
+		ok, err := l.kv.CreateOnly(ctx, lockKey, []byte(l.node), l.lease)
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait/2 + rand.N(wait)):
+		}
+		wait = min(2*wait, 8*time.Millisecond)
+	}
+}
