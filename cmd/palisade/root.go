@@ -18,7 +18,6 @@ enforces Cilium-compatible L3/L4/L7 policy between them, within and across clust
 		Version:       version,
 	}
 	root.AddCommand(newVersionCommand())
-	root.AddCommand(newAgentCommand(), newEndpointCommand(), newStatusCommand(), newMonitorCommand(), newNodeCommand())
 	root.AddCommand(newIdentityCommand())
 	return root
 }
