@@ -1,9 +1,12 @@
 package embedded
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 )
 
@@ -82,8 +85,10 @@ func (c Config) validate() error {
 	if c.DataDir == "" {
 		return errors.New("embedded etcd config: DataDir is required")
 	}
-	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
-		return errors.New("embedded etcd config: TLS needs both CertFile and KeyFile")
+	if c.TLS != nil {
+		if err := c.TLS.check(); err != nil {
+			return fmt.Errorf("embedded etcd config: %w", err)
+		}
 	}
 	for _, raw := range c.ClientURLs {
 		u, err := parseListenURL(raw)
@@ -139,4 +144,25 @@ func parseListenURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q: scheme %q is not one of http, https, unix, unixs", raw, u.Scheme)
 	}
 	return u, nil
+}
+
+// check loads the TLS material so that a missing or broken file fails Start, not every client's
+// handshake later.
+func (t *TLSServerConfig) check() error {
+	if t.CertFile == "" || t.KeyFile == "" {
+		return errors.New("TLS needs both CertFile and KeyFile")
+	}
+	if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+		return fmt.Errorf("TLS certificate %s, key %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	if t.TrustedCAFile != "" {
+		pem, err := os.ReadFile(t.TrustedCAFile)
+		if err != nil {
+			return fmt.Errorf("TLS trusted CA: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("TLS trusted CA %s: no PEM certificate in it", t.TrustedCAFile)
+		}
+	}
+	return nil
 }
