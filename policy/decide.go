@@ -19,6 +19,9 @@ const (
 	DenyL7
 )
 
+// MarshalText writes the verdict's name.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
 func (v Verdict) String() string {
 	switch v {
 	case Allow:
@@ -31,37 +34,38 @@ func (v Verdict) String() string {
 
 // Flow is one connection attempt, optionally with its L7 request.
 type Flow struct {
-	Src, Dst identity.ID
-	Proto    uint8
-	Port     uint16
-	HTTP     *HTTPRequest
-	L7       *L7Request
+	Src   identity.ID  `json:"src"`
+	Dst   identity.ID  `json:"dst"`
+	Proto uint8        `json:"proto"`
+	Port  uint16       `json:"port"`
+	HTTP  *HTTPRequest `json:"http,omitempty"`
+	L7    *L7Request   `json:"l7,omitempty"`
 }
 
 // Trace is the verdict of a flow and why: the egress policy of the source and the ingress policy of
 // the destination, each with the rules that matched.
 type Trace struct {
-	Flow    Flow
-	Verdict Verdict
-	Egress  DirectionTrace
-	Ingress DirectionTrace
+	Flow    Flow           `json:"flow"`
+	Verdict Verdict        `json:"verdict"`
+	Egress  DirectionTrace `json:"egress"`
+	Ingress DirectionTrace `json:"ingress"`
 }
 
 // DirectionTrace explains one side.
 type DirectionTrace struct {
-	Endpoint  identity.ID
-	Direction Direction
+	Endpoint  identity.ID `json:"endpoint"`
+	Direction Direction   `json:"direction"`
 	// Evaluated is false when the endpoint has no policy here (a reserved, CIDR or remote identity).
-	Evaluated bool
-	Enforced  bool
-	Verdict   Verdict
-	Denied    []string // rules whose deny matched
-	Allowed   []string // rules that allow at L3/L4 without L7 rules
-	// Redirected lists the rules that allow with L7 rules; used when no plain allow matched.
-	Redirected []string
-	L7Matched  []string // L7 rules that accepted the request
-	L7Checked  bool     // the request was checked against L7 rules
-	Reason     string
+	Evaluated bool     `json:"evaluated"`
+	Enforced  bool     `json:"enforced"`
+	Verdict   Verdict  `json:"verdict"`
+	Denied    []string `json:"denied,omitempty"`  // rules whose deny matched
+	Allowed   []string `json:"allowed,omitempty"` // rules that allow at L3/L4 without L7 rules
+	// Redirected lists the rules that allow with L7 rules; they decide when no plain allow matched.
+	Redirected []string `json:"redirected,omitempty"`
+	L7Matched  []string `json:"l7Matched,omitempty"` // L7 rules that accepted the request
+	L7Checked  bool     `json:"l7Checked"`           // the request was checked against L7 rules
+	Reason     string   `json:"reason"`
 }
 
 // Decide computes the verdict of a flow between two identities as the datapath and proxy would,
@@ -149,7 +153,7 @@ func (e *Engine) decideSide(self, peer identity.ID, dir Direction, f Flow) (Dire
 		dt.L7Checked = true
 		for _, c := range allowL7 {
 			if i := c.l7.matchRequest(f.HTTP, f.L7, e.opts.L7Matchers); i >= 0 {
-				dt.L7Matched = append(dt.L7Matched, fmt.Sprintf("%s rules %s", c.origin, c.l7.ruleField(i)))
+				dt.L7Matched = append(dt.L7Matched, fmt.Sprintf("%s, %s", c.origin, c.l7.ruleField(i)))
 			}
 		}
 		if len(dt.L7Matched) == 0 {

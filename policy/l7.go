@@ -44,8 +44,10 @@ type headerMatch struct {
 
 // HTTPRequest is the part of an HTTP request HTTP rules look at. Header names are case-insensitive.
 type HTTPRequest struct {
-	Method, Path, Host string
-	Headers            map[string]string
+	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Host    string            `json:"host,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
 }
 
 func compileHTTPRule(r api.PortRuleHTTP) (*HTTPRule, error) {
@@ -120,8 +122,8 @@ func (h *HTTPRule) String() string {
 // L7Request is a request of a generic L7 protocol: the fields its parser extracted (for r2d2: cmd,
 // file).
 type L7Request struct {
-	Proto  string
-	Fields map[string]string
+	Proto  string            `json:"proto"`
+	Fields map[string]string `json:"fields"`
 }
 
 // L7Matcher decides whether a generic L7 request satisfies one rule of its protocol. Parsers give

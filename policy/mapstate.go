@@ -15,6 +15,9 @@ const (
 	Egress
 )
 
+// MarshalText writes "ingress" or "egress".
+func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
 func (d Direction) String() string {
 	if d == Egress {
 		return "egress"

@@ -60,7 +60,7 @@ func TestScenario_StarWarsTraceNamesRules(t *testing.T) {
 	out := tr.String()
 	for _, want := range []string{
 		"allowed with L7 rules by CiliumNetworkPolicy default/allow-empire-in-namespace spec.ingress[0] fromEndpoints[0] toPorts[0].ports[0]",
-		"request accepted by CiliumNetworkPolicy default/allow-empire-in-namespace spec.ingress[0] fromEndpoints[0] toPorts[0].ports[0] rules rules.http[0]",
+		"request accepted by CiliumNetworkPolicy default/allow-empire-in-namespace spec.ingress[0] fromEndpoints[0] toPorts[0].ports[0], rules.http[0]",
 		"Final verdict: ALLOW",
 	} {
 		if !strings.Contains(out, want) {
