@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/palisade-mesh/palisade/kvstore"
 )
@@ -48,6 +49,9 @@ type AllocatorConfig struct {
 	// failure teaches it something new (a lost race, a taken number) before it backs off.
 	// Default 16.
 	MaxQuickAttempts int
+	// Registerer receives the allocator's metrics. Nil: kept but not registered. Allocators
+	// sharing a Registerer add up into the same series.
+	Registerer prometheus.Registerer
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -95,6 +99,7 @@ type Allocator struct {
 	cache    *Cache
 	ownCache bool
 	log      *slog.Logger
+	metrics  *allocatorMetrics
 	locks    digestLocks
 
 	cancel context.CancelFunc
@@ -120,6 +125,10 @@ func NewAllocator(ctx context.Context, kv *kvstore.Client, cfg AllocatorConfig) 
 	if err := validateNode(cfg.Node); err != nil {
 		return nil, fmt.Errorf("identity allocator: %w", err)
 	}
+	m, err := newAllocatorMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("identity allocator on %s: metrics: %w", cfg.Node, err)
+	}
 	stored, err := EnsureClusterConfig(ctx, kv, cfg.Cluster)
 	if err != nil {
 		return nil, fmt.Errorf("identity allocator on %s: %w", cfg.Node, err)
@@ -142,6 +151,7 @@ func NewAllocator(ctx context.Context, kv *kvstore.Client, cfg AllocatorConfig) 
 		rng:      rng,
 		cache:    cfg.Cache,
 		log:      cfg.Logger.With("component", "identity-allocator", "node", cfg.Node),
+		metrics:  m,
 		done:     make(chan struct{}),
 		sess:     sess,
 		held:     make(map[ID]*holding),
@@ -259,20 +269,30 @@ func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (id ID, isNew boo
 	}
 	d := lbls.Digest()
 	if id, ok := a.addUse(d); ok {
+		a.metrics.local.Inc()
 		return id, false, nil
 	}
 	unlock, err := a.locks.lock(ctx, d)
 	if err != nil {
+		a.metrics.failed.Inc()
 		return 0, false, fmt.Errorf("allocate identity for %s: %w", lbls, err)
 	}
 	defer unlock()
 	if id, ok := a.addUse(d); ok {
+		a.metrics.local.Inc()
 		return id, false, nil
 	}
-	p := newPlanner(lbls, a.rng, 0)
-	res, err := a.reconcile(ctx, p)
+	start := time.Now()
+	res, err := a.reconcile(ctx, newPlanner(lbls, a.rng, 0))
 	if err != nil {
+		a.metrics.failed.Inc()
 		return 0, false, fmt.Errorf("allocate identity for %s: %w", lbls, err)
+	}
+	a.metrics.duration.Observe(time.Since(start).Seconds())
+	if res.isNew {
+		a.metrics.new.Inc()
+	} else {
+		a.metrics.existing.Inc()
 	}
 	a.mu.Lock()
 	a.held[res.id] = &holding{labels: lbls, digest: d, users: 1, sess: res.sess, lease: res.lease}
@@ -456,7 +476,8 @@ func (a *Allocator) reconcile(ctx context.Context, p *planner) (reconciled, erro
 			}
 			res, ok, err := a.try(ctx, p, pl, &obs)
 			if err != nil {
-				if ctx.Err() != nil {
+				if ctx.Err() != nil || errors.Is(err, kvstore.ErrClosed) {
+					// Cancelled, or the allocator or its client closed: retrying cannot help.
 					return reconciled{}, backoff.Permanent(err)
 				}
 				ambiguous[pl.id] = true
@@ -504,6 +525,7 @@ func (a *Allocator) try(ctx context.Context, p *planner, pl plan, obs **observat
 		return reconciled{}, false, err
 	}
 	if !res.Succeeded {
+		a.metrics.conflicts.Inc()
 		o := observe(res.Gets, p.digest, pl.id)
 		*obs = &o
 		return reconciled{}, false, nil
@@ -561,13 +583,18 @@ func (a *Allocator) acquireLease(ctx context.Context) (*kvstore.Session, kvstore
 	sess := a.sess
 	a.sessMu.Unlock()
 	lease, err := sess.Acquire(ctx)
-	if err != nil {
-		if errors.Is(err, kvstore.ErrSessionExpired) {
-			a.sessionLost(sess)
-		}
-		return nil, 0, fmt.Errorf("lease for reference: %w", err)
+	if err == nil {
+		return sess, lease, nil
 	}
-	return sess, lease, nil
+	a.sessMu.Lock()
+	replaced := a.sess != sess
+	a.sessMu.Unlock()
+	if replaced || errors.Is(err, kvstore.ErrSessionExpired) {
+		// The background loop is (or was just) replacing the session: worth a retry.
+		a.sessionLost(sess)
+		return nil, 0, fmt.Errorf("lease for reference: session being replaced: %v", err)
+	}
+	return nil, 0, fmt.Errorf("lease for reference: %w", err)
 }
 
 // digestLocks serializes work on one label set within this allocator (an allocation and a release

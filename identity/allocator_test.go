@@ -247,7 +247,7 @@ func TestAllocator_Exhaustion(t *testing.T) {
 	if _, err := b.Release(ctx, ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	gc := NewGC(kv, GCConfig{Logger: quietLogger()})
+	gc := newTestGC(t, kv, GCConfig{})
 	for range 2 {
 		if _, err := gc.RunOnce(ctx); err != nil {
 			t.Fatal(err)
@@ -518,7 +518,7 @@ func TestAllocator_LeaseExpiryFreesReferences(t *testing.T) {
 		st := readStore(t, kv)
 		return len(st.refs[onlyA]) == 0 && strings.Join(st.refs[shared], ",") == "node-b"
 	})
-	gc := NewGC(kv, GCConfig{Logger: quietLogger()})
+	gc := newTestGC(t, kv, GCConfig{})
 	var total GCStats
 	for range 2 {
 		st, err := gc.RunOnce(ctx)
@@ -579,5 +579,21 @@ func TestAllocator_RestartKeepsIdentities(t *testing.T) {
 	}
 	if _, err := a2.ReleaseLabels(ctx, lbls); !errors.Is(err, ErrNotHeld) {
 		t.Fatalf("second ReleaseLabels: %v", err)
+	}
+}
+
+func TestAllocator_FailsFastWhenClosed(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a, _ := newTestAllocator(t, srv, "node-a")
+	ctx := testCtx(t, 20*time.Second)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, _, err := a.Allocate(ctx, labelSet(t, 1)); err == nil {
+		t.Fatal("allocation on a closed allocator succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("allocation on a closed allocator took %s to fail", d)
 	}
 }

@@ -142,6 +142,17 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// newTestGC returns a collector logging only errors.
+func newTestGC(t testing.TB, kv *kvstore.Client, cfg GCConfig) *GC {
+	t.Helper()
+	cfg.Logger = quietLogger()
+	gc, err := NewGC(kv, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gc
+}
+
 // gcTotals adds up what background GC rounds did.
 type gcTotals struct {
 	mu sync.Mutex
@@ -159,11 +170,11 @@ func (g *gcTotals) get() (GCStats, int) {
 func runGC(t testing.TB, kv *kvstore.Client, interval time.Duration) *gcTotals {
 	ctx, cancel := context.WithCancel(context.Background())
 	totals := &gcTotals{}
+	gc := newTestGC(t, kv, GCConfig{RateLimit: 10000, Burst: 100})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		gc := NewGC(kv, GCConfig{RateLimit: 10000, Burst: 100, Logger: quietLogger()})
 		for ctx.Err() == nil {
 			st, err := gc.RunOnce(ctx)
 			if err == nil {

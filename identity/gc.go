@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/palisade-mesh/palisade/kvstore"
@@ -24,6 +25,8 @@ type GCConfig struct {
 	RateLimit float64
 	// Burst is how many deletions may go at once within the rate limit. Default 10.
 	Burst int
+	// Registerer receives the collector's metrics. Nil: kept but not registered.
+	Registerer prometheus.Registerer
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -69,6 +72,7 @@ type GC struct {
 	kv      *kvstore.Client
 	cfg     GCConfig
 	log     *slog.Logger
+	metrics *gcMetrics
 	limiter *rate.Limiter
 	// marks maps a key marked in the previous round to the revisions that justified it.
 	marks map[string]gcMark
@@ -84,20 +88,29 @@ type gcMark struct {
 }
 
 // NewGC returns a collector; call RunOnce or Run.
-func NewGC(kv *kvstore.Client, cfg GCConfig) *GC {
+func NewGC(kv *kvstore.Client, cfg GCConfig) (*GC, error) {
 	cfg = cfg.withDefaults()
+	m, err := newGCMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("identity gc: metrics: %w", err)
+	}
 	return &GC{
 		kv:      kv,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "identity-gc"),
+		metrics: m,
 		limiter: rate.NewLimiter(rate.Limit(cfg.RateLimit), cfg.Burst),
 		marks:   make(map[string]gcMark),
-	}
+	}, nil
 }
 
 // RunGC collects garbage every cfg.Interval until ctx ends; the mesh API server runs it.
 func RunGC(ctx context.Context, kv *kvstore.Client, cfg GCConfig) error {
-	return NewGC(kv, cfg).Run(ctx)
+	gc, err := NewGC(kv, cfg)
+	if err != nil {
+		return err
+	}
+	return gc.Run(ctx)
 }
 
 // Run runs a round every Interval until ctx ends, logging failed rounds.
@@ -126,6 +139,20 @@ func (g *GC) Run(ctx context.Context) error {
 // RunOnce runs one round: it deletes what the previous round marked and is still garbage, and
 // marks the new garbage.
 func (g *GC) RunOnce(ctx context.Context) (GCStats, error) {
+	st, err := g.round(ctx)
+	g.metrics.deletedIDs.Add(float64(st.Deleted))
+	g.metrics.deletedOrphanVals.Add(float64(st.OrphanValues))
+	g.metrics.races.Add(float64(st.Changed))
+	if err != nil {
+		g.metrics.roundsFailed.Inc()
+		return st, err
+	}
+	g.metrics.roundsOK.Inc()
+	g.metrics.marked.Set(float64(st.Marked))
+	return st, nil
+}
+
+func (g *GC) round(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	// Masters are listed before references: a reference created after the masters' listing
 	// rewrote its master, which the deletion's condition on the master's revision catches; one

@@ -41,7 +41,7 @@ func TestGC_DeletesOnlyWhatStaysUnreferencedForARound(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gc := NewGC(kv, GCConfig{Logger: quietLogger()})
+	gc := newTestGC(t, kv, GCConfig{})
 	st, err := gc.RunOnce(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestGC_RateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	gc := NewGC(kv, GCConfig{RateLimit: 20, Burst: 1, Logger: quietLogger()})
+	gc := newTestGC(t, kv, GCConfig{RateLimit: 20, Burst: 1})
 	if _, err := gc.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}

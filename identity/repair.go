@@ -170,6 +170,7 @@ func (a *Allocator) reconcileOne(ctx context.Context, id ID, lbls Labels) error 
 	a.mu.Lock()
 	h.sess, h.lease = res.sess, res.lease
 	a.mu.Unlock()
+	a.metrics.restored.Inc()
 	return nil
 }
 
@@ -183,6 +184,7 @@ func (a *Allocator) lose(ctx context.Context, id ID, h *holding) {
 	if _, err := a.kv.Delete(ctx, refKey(id, a.cfg.Node)); err != nil {
 		a.markDirty(id, h.labels)
 	}
+	a.metrics.lost.Inc()
 	a.log.Error("identity held by this node was taken over while its keys were gone; its users must allocate again",
 		"identity", id, "labels", h.labels.String(), "users", h.users)
 	if a.cfg.OnLost != nil {
