@@ -123,17 +123,24 @@ func (e *Engine) sortedKeys() []api.Key {
 func (e *Engine) UpdateIdentities(added map[identity.ID]identity.Labels, deleted []identity.ID) []EndpointDelta {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.cache.UpdateIdentities(added, deleted)
-	// A registered endpoint whose own identity changed is selected by other rules: recompute it.
-	var changed []identity.ID
-	for id := range added {
-		changed = append(changed, id)
-	}
-	changed = append(changed, deleted...)
-	for _, id := range changed {
+	// A registered endpoint whose own identity changes labels is selected by other rules: it is
+	// recomputed. Identities re-announced unchanged (a watch relisting) cost nothing.
+	var changed []*registered
+	for id, lbls := range added {
 		if reg, ok := e.endpoints[id]; ok {
-			e.recompute(reg)
+			if old, known := e.cache.Labels(id); !known || !old.Equal(lbls) {
+				changed = append(changed, reg)
+			}
 		}
+	}
+	for _, id := range deleted {
+		if reg, ok := e.endpoints[id]; ok {
+			changed = append(changed, reg)
+		}
+	}
+	e.cache.UpdateIdentities(added, deleted)
+	for _, reg := range changed {
+		e.recompute(reg)
 	}
 	return e.takeDeltas()
 }
