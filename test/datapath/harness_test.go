@@ -146,15 +146,25 @@ func allowTCP(identity uint32, port uint16) bpf.PolicyEntry {
 }
 
 // echoServer answers every connection on ep:port with its greeting followed by whatever it reads.
+// Cleanup closes the listener and every open connection (a flow the datapath cut never sees a FIN).
 func echoServer(t *testing.T, ep *endpoint, port int, greeting string) net.Listener {
 	t.Helper()
 	ln, err := ep.NS.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
 	t.Cleanup(func() {
 		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
 		wg.Wait()
 	})
 	wg.Add(1)
@@ -165,10 +175,18 @@ func echoServer(t *testing.T, ep *endpoint, port int, greeting string) net.Liste
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns[conn] = struct{}{}
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer conn.Close()
+				defer func() {
+					mu.Lock()
+					delete(conns, conn)
+					mu.Unlock()
+					conn.Close()
+				}()
 				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 				if _, err := io.WriteString(conn, greeting); err != nil {
 					return
@@ -288,6 +306,19 @@ func (l *eventLog) wait(t *testing.T, what string, match func(bpf.Event) bool) b
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			t.Fatalf("no event %s among %d events: %v", what, len(l.events), l.events)
+		}
+	}
+}
+
+// waitCount waits until n events match, or fails t.
+func (l *eventLog) waitCount(t *testing.T, what string, match func(bpf.Event) bool, n int) {
+	t.Helper()
+	deadline := time.After(3 * time.Second)
+	for l.count(match) < n {
+		select {
+		case <-l.notify:
+		case <-deadline:
+			t.Fatalf("%d events %s, want %d", l.count(match), what, n)
 		}
 	}
 }
