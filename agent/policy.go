@@ -1,0 +1,314 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/palisade-mesh/palisade/bpf"
+	"github.com/palisade-mesh/palisade/identity"
+	"github.com/palisade-mesh/palisade/kvstore"
+	"github.com/palisade-mesh/palisade/policy"
+	"github.com/palisade-mesh/palisade/policy/api"
+)
+
+// PoliciesPrefix holds the imported policies: policies/<kind>/<namespace>/<name>.
+const PoliciesPrefix = "policies/"
+
+// PolicyKey is where a policy is stored.
+func PolicyKey(k api.Key) string { return PoliciesPrefix + k.String() }
+
+func parsePolicyKey(key string) (api.Key, error) {
+	parts := strings.SplitN(strings.TrimPrefix(key, PoliciesPrefix), "/", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+		return api.Key{}, fmt.Errorf("policy key %q: want policies/<kind>/<namespace>/<name>", key)
+	}
+	return api.Key{Kind: parts[0], Namespace: parts[1], Name: parts[2]}, nil
+}
+
+// policyState feeds the policy engine from etcd (policies) and the identity cache, and tells the
+// regenerator when endpoints need their datapath policy recomputed.
+type policyState struct {
+	a      *Agent
+	engine *policy.Engine
+
+	policiesSynced   chan struct{}
+	identitiesSynced chan struct{}
+	syncOnce         [2]sync.Once
+}
+
+func newPolicyState(a *Agent) (*policyState, error) {
+	engine, err := policy.NewEngine(policy.Options{ClusterName: a.cfg.ClusterName, AllClusters: a.cfg.PolicyAllClusters})
+	if err != nil {
+		return nil, err
+	}
+	return &policyState{a: a, engine: engine, policiesSynced: make(chan struct{}), identitiesSynced: make(chan struct{})}, nil
+}
+
+// waitSynced waits until the first full listing of policies and identities is in the engine, so
+// endpoints restored at start-up get their complete policy, not a partial one.
+func (p *policyState) waitSynced(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, c := range []chan struct{}{p.policiesSynced, p.identitiesSynced} {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for policy and identity sync: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (p *policyState) summary() (revision uint64, policies uint32) {
+	return p.engine.Revision(), uint32(len(p.engine.Policies()))
+}
+
+// watchIdentities mirrors the cluster's identities into the engine's selector cache.
+func (a *Agent) watchIdentities(ctx context.Context) {
+	unsubscribe := a.alloc.Cache().Subscribe(func(ch identity.Change) {
+		added := make(map[identity.ID]identity.Labels, len(ch.Added))
+		for _, id := range ch.Added {
+			added[id.ID] = id.Labels
+		}
+		var deleted []identity.ID
+		for _, id := range ch.Deleted {
+			deleted = append(deleted, id.ID)
+		}
+		if len(added) > 0 || len(deleted) > 0 {
+			if deltas := a.policy.engine.UpdateIdentities(added, deleted); len(deltas) > 0 {
+				a.triggerRegeneration()
+			}
+		}
+		if ch.Synced {
+			a.policy.syncOnce[1].Do(func() { close(a.policy.identitiesSynced) })
+		}
+	})
+	<-ctx.Done()
+	unsubscribe()
+}
+
+// watchPolicies applies imported policies. The initial listing goes in as one batch so no endpoint
+// ever sees half of the cluster's policies.
+func (a *Agent) watchPolicies(ctx context.Context) {
+	var (
+		upserts []*api.Policy
+		deletes []api.Key
+	)
+	synced := false
+	flush := func() {
+		if len(upserts) == 0 && len(deletes) == 0 {
+			return
+		}
+		rev, _, err := a.policy.engine.ReplacePolicies(upserts, deletes)
+		if err != nil {
+			a.log.Error("apply policies", "error", err)
+		} else {
+			a.log.Info("policies applied", "revision", rev, "upserted", len(upserts), "deleted", len(deletes))
+		}
+		upserts, deletes = nil, nil
+		a.triggerRegeneration()
+	}
+	for ev := range a.kv.Watch(ctx, PoliciesPrefix) {
+		switch ev.Type {
+		case kvstore.EventSynced:
+			synced = true
+			flush()
+			a.policy.syncOnce[0].Do(func() { close(a.policy.policiesSynced) })
+			continue
+		case kvstore.EventUpsert:
+			pol, err := api.ParseStored(ev.Value)
+			if err != nil {
+				a.log.Error("ignoring invalid stored policy", "key", ev.Key, "error", err)
+				continue
+			}
+			upserts = slices.DeleteFunc(upserts, func(q *api.Policy) bool { return q.Key() == pol.Key() })
+			upserts = append(upserts, pol)
+		case kvstore.EventDelete:
+			k, err := parsePolicyKey(ev.Key)
+			if err != nil {
+				a.log.Warn("ignoring malformed policy key", "error", err)
+				continue
+			}
+			upserts = slices.DeleteFunc(upserts, func(q *api.Policy) bool { return q.Key() == k })
+			deletes = append(deletes, k)
+		}
+		if synced {
+			flush()
+		}
+	}
+}
+
+func (a *Agent) triggerRegeneration() {
+	select {
+	case a.regen <- struct{}{}:
+	default: // one is pending already; it will see this change too
+	}
+}
+
+// regenerateLoop recomputes endpoints whenever policy or identities change. Requests that arrive
+// while it works are coalesced into one more pass.
+func (a *Agent) regenerateLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.regen:
+		}
+		for _, ep := range a.endpointList() {
+			if err := a.regenerateEndpoint(ep); err != nil {
+				a.log.Error("regenerate endpoint", "endpoint", ep.rec.ID, "error", err)
+			}
+		}
+	}
+}
+
+// regenerateEndpoint computes the endpoint's datapath policy and swaps it in atomically when it
+// differs from what the kernel has.
+func (a *Agent) regenerateEndpoint(ep *endpoint) error {
+	a.mu.Lock()
+	id, lbls, registered, state := ep.rec.Identity, ep.labels, ep.registered, ep.state
+	a.mu.Unlock()
+	if state == stateDisconnecting {
+		return nil
+	}
+	eng := a.policy.engine
+	if registered != id {
+		// The identity may not have reached the engine through the watch yet.
+		eng.UpdateIdentities(map[identity.ID]identity.Labels{id: lbls}, nil)
+		if _, err := eng.AddEndpoint(id); err != nil {
+			return a.endpointFailed(ep, err)
+		}
+		if registered != 0 {
+			eng.RemoveEndpoint(registered)
+		}
+		a.mu.Lock()
+		ep.registered = id
+		a.mu.Unlock()
+	}
+	ms, ok := eng.MapState(id)
+	if !ok {
+		return a.endpointFailed(ep, fmt.Errorf("identity %d is not registered with the policy engine", id))
+	}
+	rev := eng.Revision()
+	entries, unenforced := datapathEntries(ms)
+	a.mu.Lock()
+	same := slices.Equal(entries, ep.applied)
+	a.mu.Unlock()
+	if !same {
+		if err := a.dp.ReplacePolicy(ep.rec.ID, entries); err != nil {
+			return a.endpointFailed(ep, err)
+		}
+	}
+	a.mu.Lock()
+	ep.applied = entries
+	ep.revision = rev
+	ep.ingressOn = !allowsAll(ms, policy.Ingress)
+	ep.egressOn = !allowsAll(ms, policy.Egress)
+	ep.state, ep.lastErr = stateReady, ""
+	if unenforced > 0 {
+		ep.lastErr = fmt.Sprintf("%d L7 rule entries need the L7 proxy, which this agent does not run: their traffic is dropped", unenforced)
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Agent) endpointFailed(ep *endpoint, err error) error {
+	a.mu.Lock()
+	ep.state, ep.lastErr = stateFailed, err.Error()
+	a.mu.Unlock()
+	return err
+}
+
+// allowsAll reports whether a direction is unenforced: the MapState allows everything in it.
+func allowsAll(ms policy.MapState, dir policy.Direction) bool {
+	v, ok := ms[policy.Key{Direction: dir}]
+	return ok && !v.Deny && !v.Redirect
+}
+
+// Protocols a MapState entry with "any protocol" but a specific port expands to: the datapath
+// knows ports only together with a protocol.
+var portProtocols = []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP}
+
+// datapathEntries translates a MapState into datapath entries, sorted for stable comparison.
+//
+// Redirect entries need the L7 proxy. An L7 entry that a plain allow already covers is dropped (the
+// allow wins, as the MapState semantics say); one that is not covered is left out, so its traffic is
+// dropped rather than passed without its L7 rules: the count of such entries is returned.
+func datapathEntries(ms policy.MapState) (entries []bpf.PolicyEntry, unenforced int) {
+	for _, k := range ms.Keys() {
+		v := ms[k]
+		if v.Redirect && !v.Deny {
+			if !coveredByAllow(ms, k) {
+				unenforced++
+			}
+			continue
+		}
+		dir := bpf.Ingress
+		if k.Direction == policy.Egress {
+			dir = bpf.Egress
+		}
+		protos := []uint8{k.Proto}
+		if k.Proto == policy.ProtoAny && k.Port != 0 {
+			protos = portProtocols
+		}
+		for _, proto := range protos {
+			entries = append(entries, bpf.PolicyEntry{
+				Identity:  uint32(k.Identity),
+				Direction: dir,
+				Protocol:  proto,
+				Port:      k.Port,
+				EndPort:   k.EndPort,
+				Deny:      v.Deny,
+			})
+		}
+	}
+	slices.SortFunc(entries, compareEntries)
+	return entries, unenforced
+}
+
+// coveredByAllow reports whether a plain allow entry applies to every packet k applies to.
+func coveredByAllow(ms policy.MapState, k policy.Key) bool {
+	for o, v := range ms {
+		if v.Deny || v.Redirect || o.Direction != k.Direction {
+			continue
+		}
+		if o.Identity != 0 && o.Identity != k.Identity {
+			continue
+		}
+		if o.Proto != policy.ProtoAny && o.Proto != k.Proto {
+			continue
+		}
+		if o.Port == 0 || (k.Port != 0 && o.Port <= k.Port && k.EndPort <= o.EndPort) {
+			return true
+		}
+	}
+	return false
+}
+
+func compareEntries(x, y bpf.PolicyEntry) int {
+	for _, c := range [][2]uint64{
+		{uint64(x.Direction), uint64(y.Direction)},
+		{uint64(x.Identity), uint64(y.Identity)},
+		{uint64(x.Protocol), uint64(y.Protocol)},
+		{uint64(x.Port), uint64(y.Port)},
+		{uint64(x.EndPort), uint64(y.EndPort)},
+	} {
+		if c[0] != c[1] {
+			if c[0] < c[1] {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case x.Deny == y.Deny:
+		return 0
+	case x.Deny:
+		return 1
+	}
+	return -1
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	apiv1 "github.com/palisade-mesh/palisade/api/v1"
+)
+
+func newStatusCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the health of this node's agent",
+		Args:  cobra.NoArgs,
+	}
+	client := addAgentClientFlags(cmd)
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, closeFn, err := client.dial()
+		if err != nil {
+			return err
+		}
+		defer closeFn()
+		ctx, cancel := requestContext(cmd.Context())
+		defer cancel()
+		st, err := c.Status(ctx, &apiv1.StatusRequest{})
+		if err != nil {
+			return fmt.Errorf("agent status: %w", err)
+		}
+		return out.render(cmd.OutOrStdout(), st, func(w io.Writer) {
+			fmt.Fprintf(w, "Node:\t%s (cluster %s, ID %d)\n", st.GetNode(), st.GetCluster(), st.GetClusterId())
+			fmt.Fprintf(w, "Version:\t%s, up %s\n", st.GetVersion(), time.Since(st.GetStarted().AsTime()).Round(time.Second))
+			for _, comp := range []*apiv1.ComponentStatus{st.GetKvstore(), st.GetDatapath(), st.GetHealth()} {
+				fmt.Fprintf(w, "%s:\t%s\t%s\n", titleWord(comp.GetName()), okWord(comp.GetOk()), comp.GetMessage())
+			}
+			fmt.Fprintf(w, "Endpoints:\t%d/%d ready\n", st.GetEndpointsReady(), st.GetEndpoints())
+			fmt.Fprintf(w, "Identities:\t%d\n", st.GetIdentities())
+			fmt.Fprintf(w, "Policy:\t%d policies, revision %d\n", st.GetPolicies(), st.GetPolicyRevision())
+		})
+	}
+	return cmd
+}
+
+func okWord(ok bool) string {
+	if ok {
+		return "OK"
+	}
+	return "FAILING"
+}
+
+func titleWord(s string) string {
+	if s == "" {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
+}

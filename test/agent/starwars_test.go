@@ -1,0 +1,300 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/palisade-mesh/palisade/agent"
+	"github.com/palisade-mesh/palisade/internal/testenv"
+	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/policy/api"
+	"github.com/palisade-mesh/palisade/test/topology"
+)
+
+type createdEndpoint struct {
+	ID       uint32 `json:"id"`
+	IPv4     string `json:"ipv4"`
+	Identity uint32 `json:"identity"`
+	State    string `json:"state"`
+}
+
+func createEndpoint(t *testing.T, a *agentProc, netns, labels string) createdEndpoint {
+	t.Helper()
+	out, err := a.cli("endpoint", "create", "--netns", netns, "--labels", labels, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []createdEndpoint
+	if err := json.Unmarshal([]byte(out), &eps); err != nil || len(eps) != 1 {
+		t.Fatalf("endpoint create output %q: %v", out, err)
+	}
+	return eps[0]
+}
+
+func importPolicyFile(t *testing.T, srv etcdtest.Endpointer, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pols, _, err := api.Decode(raw, api.DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := etcdtest.NewClient(t, srv)
+	for _, p := range pols {
+		b, err := p.CanonicalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kv.Put(context.Background(), agent.PolicyKey(p.Key()), b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestAgent_StarWarsAcrossTwoNodes runs the Star Wars L3/L4 scenario on two nodes with real agent
+// processes, then kills an agent mid-traffic and takes etcd away for 30 seconds.
+func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := etcdtest.SocketDir(t)
+	etcd := etcdtest.StartRestartable(t)
+	kvEndpoint := etcd.Endpoints()[1] // the unix socket: reachable from every node namespace
+
+	topo := topology.NewForTest(t, topology.Options{})
+	n1, n2 := topo.MustAddNode(t, "n1"), topo.MustAddNode(t, "n2")
+	a1 := startAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
+	a2 := startAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
+
+	ds1NS, ds2NS := bareNamespace(t, "ds1"), bareNamespace(t, "ds2")
+	tieNS, xwingNS := bareNamespace(t, "tie"), bareNamespace(t, "xwing")
+	ds1 := createEndpoint(t, a1, ds1NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
+	ds2 := createEndpoint(t, a2, ds2NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
+	tie := createEndpoint(t, a2, tieNS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
+	xwing := createEndpoint(t, a2, xwingNS, "org=alliance,class=xwing,app.kubernetes.io/name=xwing")
+	if ds1.Identity != ds2.Identity {
+		t.Fatalf("deathstar replicas have identities %d and %d, want one", ds1.Identity, ds2.Identity)
+	}
+	if ds1.Identity == tie.Identity || tie.Identity == xwing.Identity || ds1.Identity == xwing.Identity {
+		t.Fatalf("identities not distinct: deathstar %d, tiefighter %d, xwing %d", ds1.Identity, tie.Identity, xwing.Identity)
+	}
+	serveDeathstar(t, ds1NS, "deathstar-1")
+	serveDeathstar(t, ds2NS, "deathstar-2")
+	tieHTTP, xwingHTTP := nsHTTPClient(tieNS, 3*time.Second), nsHTTPClient(xwingNS, 2*time.Second)
+
+	// No policy: everyone lands, on both nodes.
+	for _, ds := range []createdEndpoint{ds1, ds2} {
+		for name, c := range map[string]*http.Client{"tiefighter": tieHTTP, "xwing": xwingHTTP} {
+			if body, err := land(c, ds.IPv4); err != nil || body != "Ship landed\n" {
+				t.Fatalf("before policy, %s -> deathstar %s: %q, %v", name, ds.IPv4, body, err)
+			}
+		}
+	}
+
+	drops := watchMonitor(t, a1, "--type", "drop")
+	importPolicyFile(t, etcd, "../../examples/starwars/l3-l4.yaml")
+	waitFor(t, 10*time.Second, "the xwing to be dropped", func() bool {
+		_, err := land(xwingHTTP, ds1.IPv4)
+		return err != nil
+	})
+	for _, ds := range []createdEndpoint{ds1, ds2} {
+		if body, err := land(tieHTTP, ds.IPv4); err != nil || body != "Ship landed\n" {
+			t.Fatalf("after l3-l4, tiefighter -> %s: %q, %v", ds.IPv4, body, err)
+		}
+		if _, err := land(xwingHTTP, ds.IPv4); err == nil {
+			t.Fatalf("after l3-l4, the xwing landed on %s", ds.IPv4)
+		}
+	}
+	waitFor(t, 5*time.Second, "a drop event naming the xwing and the deathstar", func() bool {
+		return drops.seen(func(ev monitorLine) bool {
+			return ev.Source.Identity == xwing.Identity && ev.Destination.Identity == ds1.Identity
+		})
+	})
+
+	// SIGKILL the agent of the node serving deathstar-1 during a stream of allowed requests: the
+	// pinned datapath keeps enforcing, so no request fails, and the restarted agent adopts the
+	// endpoints instead of rebuilding them.
+	stream := startLandingStream(tieHTTP, ds1.IPv4)
+	time.Sleep(300 * time.Millisecond)
+	a1.stop(syscall.SIGKILL)
+	time.Sleep(time.Second)
+	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
+		t.Fatal("the xwing landed while the agent was down")
+	}
+	a1.start()
+	time.Sleep(500 * time.Millisecond)
+	ok, failed := stream.stop()
+	if failed > 0 || ok == 0 {
+		t.Fatalf("while the agent was killed and restarted: %d requests landed, %d failed (%v)", ok, failed, stream.firstErr())
+	}
+	out, err := a1.cli("endpoint", "get", "1", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var after []createdEndpoint
+	if err := json.Unmarshal([]byte(out), &after); err != nil || len(after) != 1 || after[0].Identity != ds1.Identity || after[0].IPv4 != ds1.IPv4 || after[0].State != "ready" {
+		t.Fatalf("after restart, endpoint 1 = %s (%v), want deathstar-1 adopted", out, err)
+	}
+	if !strings.Contains(a1.log.String(), "endpoint restored") {
+		t.Fatal("the restarted agent did not restore its endpoint")
+	}
+
+	// Take etcd away for 30 seconds: enforcement stays exactly as it was.
+	etcd.Stop()
+	outageEnd := time.Now().Add(30 * time.Second)
+	for time.Now().Before(outageEnd) {
+		if body, err := land(tieHTTP, ds1.IPv4); err != nil || body != "Ship landed\n" {
+			t.Fatalf("during the etcd outage, tiefighter -> deathstar-1: %q, %v", body, err)
+		}
+		if body, err := land(tieHTTP, ds2.IPv4); err != nil || body != "Ship landed\n" {
+			t.Fatalf("during the etcd outage, tiefighter -> deathstar-2: %q, %v", body, err)
+		}
+		if _, err := land(xwingHTTP, ds2.IPv4); err == nil {
+			t.Fatal("during the etcd outage, the xwing landed")
+		}
+		time.Sleep(2 * time.Second)
+	}
+	etcd.Restart()
+
+	// Converged: a tiefighter created after the outage on the other node lands, the xwing does not.
+	tie2NS := bareNamespace(t, "tie2")
+	tie2 := createEndpoint(t, a1, tie2NS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
+	if tie2.Identity != tie.Identity {
+		t.Fatalf("second tiefighter got identity %d, want %d", tie2.Identity, tie.Identity)
+	}
+	tie2HTTP := nsHTTPClient(tie2NS, 3*time.Second)
+	waitFor(t, 10*time.Second, "the new tiefighter to land on deathstar-2", func() bool {
+		body, err := land(tie2HTTP, ds2.IPv4)
+		return err == nil && body == "Ship landed\n"
+	})
+	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
+		t.Fatal("after the outage, the xwing landed")
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// landingStream lands a tiefighter every 50ms until stopped.
+type landingStream struct {
+	ok, failed atomic.Int64
+	errMu      sync.Mutex
+	err        error
+	cancel     context.CancelFunc
+	done       chan struct{}
+}
+
+func startLandingStream(c *http.Client, ip string) *landingStream {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &landingStream{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for ctx.Err() == nil {
+			if body, err := land(c, ip); err != nil || body != "Ship landed\n" {
+				s.failed.Add(1)
+				s.errMu.Lock()
+				if s.err == nil {
+					s.err = err
+				}
+				s.errMu.Unlock()
+			} else {
+				s.ok.Add(1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return s
+}
+
+func (s *landingStream) stop() (ok, failed int64) {
+	s.cancel()
+	<-s.done
+	return s.ok.Load(), s.failed.Load()
+}
+
+func (s *landingStream) firstErr() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// monitorLine is the JSON form of a monitor event (palisade monitor -o json).
+type monitorLine struct {
+	Type    string `json:"type"`
+	Verdict string `json:"verdict"`
+	Source  struct {
+		Identity uint32 `json:"identity"`
+	} `json:"source"`
+	Destination struct {
+		Identity uint32 `json:"identity"`
+	} `json:"destination"`
+}
+
+type monitorWatch struct {
+	mu     sync.Mutex
+	events []monitorLine
+}
+
+func (m *monitorWatch) seen(match func(monitorLine) bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ev := range m.events {
+		if match(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// watchMonitor runs `palisade monitor -o json` against the agent until the test ends.
+func watchMonitor(t *testing.T, a *agentProc, args ...string) *monitorWatch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, palisadeBinary(t), append([]string{"monitor", "-o", "json", "--socket", a.socket}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m := &monitorWatch{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev monitorLine
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				m.mu.Lock()
+				m.events = append(m.events, ev)
+				m.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = cmd.Wait()
+	})
+	time.Sleep(300 * time.Millisecond) // let the subscription reach the agent
+	return m
+}
