@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // RegisterProxySocket makes the listener the target of flows admitted with proxyPort. The
@@ -22,13 +23,35 @@ func (d *Datapath) RegisterProxySocket(proxyPort uint16, listener syscall.Conn) 
 	}
 	var putErr error
 	err = raw.Control(func(fd uintptr) {
-		putErr = d.objs.PalProxySocks.Put(uint32(proxyPort), uint64(fd))
+		if putErr = checkListener(int(fd)); putErr == nil {
+			putErr = d.objs.PalProxySocks.Put(uint32(proxyPort), uint64(fd))
+		}
 	})
 	if err == nil {
 		err = putErr
 	}
 	if err != nil {
 		return fmt.Errorf("register proxy socket for port %d: %w", proxyPort, err)
+	}
+	return nil
+}
+
+// checkListener accepts listening plain-TCP sockets only: anything else would be assigned to TCP
+// flows and fail there, or (MPTCP) be refused by the kernel with a less helpful error.
+func checkListener(fd int) error {
+	proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("read socket protocol: %w", err)
+	}
+	if proto != unix.IPPROTO_TCP {
+		return fmt.Errorf("socket protocol %d is not TCP (MPTCP listeners need ListenConfig.SetMultipathTCP(false))", proto)
+	}
+	listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return fmt.Errorf("read socket state: %w", err)
+	}
+	if listening != 1 {
+		return errors.New("socket is not listening")
 	}
 	return nil
 }

@@ -383,6 +383,19 @@ func (ep *Endpoint) wire() error {
 	return nil
 }
 
+// RemoveEndpoint deletes the endpoint's namespace, which removes its veth pair from the node too.
+func (n *Node) RemoveEndpoint(ep *Endpoint) error {
+	n.topo.mu.Lock()
+	defer n.topo.mu.Unlock()
+	for i, e := range n.endpoints {
+		if e == ep {
+			n.endpoints = append(n.endpoints[:i], n.endpoints[i+1:]...)
+			return ep.NS.delete()
+		}
+	}
+	return fmt.Errorf("node %s: endpoint %s is not one of its endpoints", n.Name, ep.Name)
+}
+
 // Close deletes every namespace of the topology (endpoints, nodes, fabric), which removes their
 // links, addresses and routes with them, and kills the processes started in them. It is safe to
 // call more than once.
