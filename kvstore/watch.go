@@ -71,7 +71,7 @@ func (c *Client) Watch(ctx context.Context, prefix string) <-chan Event {
 		c:      c,
 		prefix: prefix,
 		out:    out,
-		known:  map[string]int64{},
+		known:  map[string]*knownKey{},
 	}
 	if !c.goBackground(ctx, w.run) {
 		close(out)
@@ -84,9 +84,16 @@ type watcher struct {
 	c      *Client
 	prefix string
 	out    chan<- Event
-	// known maps each key the consumer holds to the ModRevision it was given, to compute what
+	// known holds each key the consumer has, with the ModRevision it was given, to compute what
 	// changed across a relist and to drop duplicates.
-	known map[string]int64
+	known map[string]*knownKey
+}
+
+// knownKey is an entry of watcher.known. It keeps the key's string so that a change to a known key
+// is delivered without allocating, and is updated in place.
+type knownKey struct {
+	key string
+	rev int64
 }
 
 // Bounds of the pause between relists when etcd keeps failing.
@@ -160,10 +167,14 @@ func (w *watcher) relist(ctx context.Context) (int64, error) {
 	present := make(map[string]struct{}, len(got.kvs))
 	for _, kv := range got.kvs {
 		present[kv.Key] = struct{}{}
-		if mod, ok := w.known[kv.Key]; ok && mod == kv.ModRevision {
-			continue
+		if k, ok := w.known[kv.Key]; ok {
+			if k.rev == kv.ModRevision {
+				continue
+			}
+			k.rev = kv.ModRevision
+		} else {
+			w.known[kv.Key] = &knownKey{key: kv.Key, rev: kv.ModRevision}
 		}
-		w.known[kv.Key] = kv.ModRevision
 		if !w.send(ctx, Event{Type: EventUpsert, Key: kv.Key, Value: kv.Value, Revision: kv.ModRevision}) {
 			return 0, ctx.Err()
 		}
@@ -206,6 +217,7 @@ func (w *watcher) follow(ctx context.Context, rev int64) (string, error) {
 			return resyncBroken, errors.New("watch cancelled by etcd")
 		}
 		received := time.Now()
+		sent := false
 		for _, ev := range resp.Events {
 			e, ok := w.apply(ev)
 			if !ok {
@@ -214,8 +226,12 @@ func (w *watcher) follow(ctx context.Context, rev int64) (string, error) {
 			if !w.send(ctx, e) {
 				return resyncBroken, ctx.Err()
 			}
+			sent = true
+		}
+		// Once per response, not per event: the lag of its last event is the response's lag.
+		if sent {
 			m.watchDelivery.Observe(time.Since(received).Seconds())
-			m.watchRevLag.Observe(float64(resp.Header.Revision - ev.Kv.ModRevision))
+			m.watchRevLag.Observe(float64(resp.Header.Revision - resp.Events[len(resp.Events)-1].Kv.ModRevision))
 		}
 	}
 	return resyncBroken, errors.New("watch channel closed")
@@ -224,20 +240,26 @@ func (w *watcher) follow(ctx context.Context, rev int64) (string, error) {
 // apply updates the known state with one etcd event and returns the event for the consumer, or
 // false when the consumer already has this state.
 func (w *watcher) apply(ev *clientv3.Event) (Event, bool) {
-	key := w.c.relKey(ev.Kv.Key)
+	// Every key of the watch starts with the client prefix; indexing the map with the converted
+	// bytes does not allocate.
+	rel := ev.Kv.Key[len(w.c.cfg.Prefix):]
+	k, known := w.known[string(rel)]
 	switch ev.Type {
 	case mvccpb.PUT:
-		if mod, ok := w.known[key]; ok && mod >= ev.Kv.ModRevision {
+		if !known {
+			k = &knownKey{key: string(rel)}
+			w.known[k.key] = k
+		} else if k.rev >= ev.Kv.ModRevision {
 			return Event{}, false
 		}
-		w.known[key] = ev.Kv.ModRevision
-		return Event{Type: EventUpsert, Key: key, Value: ev.Kv.Value, Revision: ev.Kv.ModRevision}, true
+		k.rev = ev.Kv.ModRevision
+		return Event{Type: EventUpsert, Key: k.key, Value: ev.Kv.Value, Revision: ev.Kv.ModRevision}, true
 	case mvccpb.DELETE:
-		if _, ok := w.known[key]; !ok {
+		if !known {
 			return Event{}, false
 		}
-		delete(w.known, key)
-		return Event{Type: EventDelete, Key: key, Revision: ev.Kv.ModRevision}, true
+		delete(w.known, k.key)
+		return Event{Type: EventDelete, Key: k.key, Revision: ev.Kv.ModRevision}, true
 	default:
 		return Event{}, false
 	}
