@@ -297,8 +297,15 @@ func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (id ID, isNew boo
 	a.mu.Lock()
 	a.held[res.id] = &holding{labels: lbls, digest: d, users: 1, sess: res.sess, lease: res.lease}
 	a.byDigest[d] = res.id
-	delete(a.dirty, res.id)
 	a.mu.Unlock()
+	a.sessMu.Lock()
+	replaced := a.sess != res.sess
+	a.sessMu.Unlock()
+	if replaced {
+		// The session expired between our transaction and now, after the background loop marked
+		// the held identities for restoration: restore this one too.
+		a.markDirty(res.id, lbls)
+	}
 	return res.id, res.isNew, nil
 }
 
@@ -519,7 +526,9 @@ func (a *Allocator) try(ctx context.Context, p *planner, pl plan, obs **observat
 	}
 	if err != nil {
 		if errors.Is(err, kvstore.ErrLeaseNotFound) {
-			// The session expired under us; the background loop replaces it.
+			// The lease is gone, and with it some of the node's references: end the session now
+			// rather than when its keep-alive notices, so that the background loop replaces it
+			// and restores them.
 			a.sessionLost(sess)
 		}
 		return reconciled{}, false, err
@@ -586,15 +595,18 @@ func (a *Allocator) acquireLease(ctx context.Context) (*kvstore.Session, kvstore
 	if err == nil {
 		return sess, lease, nil
 	}
-	a.sessMu.Lock()
-	replaced := a.sess != sess
-	a.sessMu.Unlock()
-	if replaced || errors.Is(err, kvstore.ErrSessionExpired) {
-		// The background loop is (or was just) replacing the session: worth a retry.
-		a.sessionLost(sess)
-		return nil, 0, fmt.Errorf("lease for reference: session being replaced: %v", err)
+	if a.isClosing() {
+		return nil, 0, fmt.Errorf("lease for reference: %w", kvstore.ErrClosed)
 	}
-	return nil, 0, fmt.Errorf("lease for reference: %w", err)
+	// The session ended (a lease expired or was found gone); the background loop is replacing it.
+	a.wakeUp()
+	return nil, 0, fmt.Errorf("lease for reference: waiting for a new session: %v", err)
+}
+
+func (a *Allocator) isClosing() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closing
 }
 
 // digestLocks serializes work on one label set within this allocator (an allocation and a release

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palisade-mesh/palisade/kvstore"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
 )
 
@@ -282,7 +283,7 @@ func concurrentNodes(t *testing.T, srv *etcdtest.Embedded, disrupt func()) {
 	const (
 		nodes     = 32
 		labelSets = 500
-		perNode   = 60 // 32*60 = 1920 allocations over 500 sets: each set ~4 nodes
+		perNode   = 48 // 32*48 = 1536 allocations over 500 sets: each set ~3 nodes
 	)
 	if testing.Short() {
 		t.Skip("scale test")
@@ -595,5 +596,51 @@ func TestAllocator_FailsFastWhenClosed(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("allocation on a closed allocator took %s to fail", d)
+	}
+}
+
+func TestAllocator_RestoresReferencesAfterLeaseLoss(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a, kv := newTestAllocator(t, srv, "node-a", withLeaseTTL(5*time.Second))
+	ctx := testCtx(t, 30*time.Second)
+	var ids []ID
+	for i := range 3 {
+		id, _, err := a.Allocate(ctx, labelSet(t, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	ref, found, err := kv.Get(ctx, refKey(ids[0], "node-a"))
+	if err != nil || !found {
+		t.Fatalf("reference: %v %v", found, err)
+	}
+	// The lease goes (as after an etcd outage longer than its TTL), and with it every reference;
+	// meanwhile GC deletes one identity whose references are gone.
+	if err := kv.RevokeLease(ctx, ref.Lease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Txn(ctx, nil, []kvstore.Op{
+		kvstore.OpDelete(masterKey(ids[2])), kvstore.OpDelete(valueKey(labelSet(t, 2).Digest())),
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "references and the deleted identity to be restored", func() bool {
+		st := readStore(t, kv)
+		for i, id := range ids {
+			if len(st.refs[id]) != 1 || !st.masters[id].Equal(labelSet(t, i)) {
+				return false
+			}
+		}
+		return true
+	})
+	ref2, _, err := kv.Get(ctx, refKey(ids[0], "node-a"))
+	if err != nil || ref2.Lease == ref.Lease || ref2.Lease == 0 {
+		t.Fatalf("restored reference on lease %x (old %x): %v", ref2.Lease, ref.Lease, err)
+	}
+	readStore(t, kv).checkConsistent(t)
+	// And the node keeps working on its new session.
+	if _, _, err := a.Allocate(ctx, labelSet(t, 3)); err != nil {
+		t.Fatal(err)
 	}
 }

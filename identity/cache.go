@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"maps"
@@ -235,6 +236,10 @@ func (c *Cache) apply(ev kvstore.Event) Change {
 	var ch Change
 	old, had := c.byID[id]
 	if ev.Type == kvstore.EventUpsert {
+		if had && bytes.Equal(ev.Value, encodeMaster(old)) {
+			// Every reference to an identity rewrites its master key unchanged: skip the parse.
+			return Change{}
+		}
 		lbls, err := decodeMaster(ev.Value)
 		if err != nil {
 			// Treat a corrupt master key as absent: policy must not act on labels it cannot trust.

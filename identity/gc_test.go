@@ -82,7 +82,7 @@ func TestGC_DeletesOnlyWhatStaysUnreferencedForARound(t *testing.T) {
 // master must hold the labels, and stay there while held.
 func TestGC_NeverDeletesAHeldIdentity(t *testing.T) {
 	srv := etcdtest.Start(t)
-	const nodes, rounds = 4, 150
+	const nodes, rounds = 4, 100
 	gcKV := etcdtest.NewClient(t, srv, etcdtest.WithConfig(quietClient))
 	totals := runGC(t, gcKV, 0)
 	allocs := make([]*Allocator, nodes)

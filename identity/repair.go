@@ -37,9 +37,13 @@ func (a *Allocator) wakeUp() {
 	}
 }
 
-// sessionLost is called when an operation found the session's lease gone; the loop notices the
-// session's end and replaces it.
-func (a *Allocator) sessionLost(*kvstore.Session) { a.wakeUp() }
+// sessionLost ends a session one of whose leases is gone. Orphaning (not revoking) is right: the
+// lease is already gone, and its other leases' keys are re-created in the next session anyway. The
+// loop sees the session end and replaces it.
+func (a *Allocator) sessionLost(sess *kvstore.Session) {
+	sess.Orphan()
+	a.wakeUp()
+}
 
 // onCacheChange runs on the cache's goroutine: it only marks work for the loop.
 func (a *Allocator) onCacheChange(ch Change) {
@@ -81,7 +85,7 @@ func (a *Allocator) run(ctx context.Context) {
 		case <-retryC:
 		}
 		retryC = nil
-		if a.reconcileDirty(ctx) {
+		if a.reconcileDirtyInSession(ctx) {
 			retry.Reset()
 		} else if ctx.Err() == nil {
 			retryC = time.After(retry.NextBackOff())
@@ -89,12 +93,34 @@ func (a *Allocator) run(ctx context.Context) {
 	}
 }
 
+// reconcileDirtyInSession reconciles until done or until the current session ends, so that a
+// session lost meanwhile is replaced at once rather than after every restoration timed out on it.
+func (a *Allocator) reconcileDirtyInSession(ctx context.Context) bool {
+	a.sessMu.Lock()
+	sess := a.sess
+	a.sessMu.Unlock()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	return a.reconcileDirty(rctx)
+}
+
 // renewSession replaces an expired session and marks every held identity for restoration. It
 // returns false when ctx ended first.
 func (a *Allocator) renewSession(ctx context.Context, old *kvstore.Session) bool {
 	a.log.Warn("lease session expired: the node's identity references are gone; restoring them")
 	sess, err := backoff.Retry(ctx, func() (*kvstore.Session, error) {
-		return a.kv.NewSession(ctx, a.cfg.LeaseTTL)
+		s, err := a.kv.NewSession(ctx, a.cfg.LeaseTTL)
+		if errors.Is(err, kvstore.ErrClosed) {
+			return nil, backoff.Permanent(err)
+		}
+		return s, err
 	}, backoff.WithMaxElapsedTime(0))
 	if err != nil {
 		return false
@@ -120,18 +146,22 @@ func (a *Allocator) reconcileDirty(ctx context.Context) bool {
 	a.mu.Unlock()
 	ok := true
 	for id, lbls := range work {
-		if err := a.reconcileOne(ctx, id, lbls); err != nil {
-			if ctx.Err() != nil {
-				return false
-			}
-			a.log.Warn("reconciling identity reference failed; retrying", "identity", id, "error", err)
-			a.mu.Lock()
-			if _, again := a.dirty[id]; !again {
-				a.dirty[id] = lbls
-			}
-			a.mu.Unlock()
-			ok = false
+		err := ctx.Err()
+		if err == nil {
+			err = a.reconcileOne(ctx, id, lbls)
 		}
+		if err == nil {
+			continue
+		}
+		if ctx.Err() == nil {
+			a.log.Warn("reconciling identity reference failed; retrying", "identity", id, "error", err)
+		}
+		a.mu.Lock()
+		if _, again := a.dirty[id]; !again {
+			a.dirty[id] = lbls
+		}
+		a.mu.Unlock()
+		ok = false
 	}
 	return ok
 }
@@ -162,11 +192,10 @@ func (a *Allocator) reconcileOne(ctx context.Context, id ID, lbls Labels) error 
 	case err != nil:
 		return err
 	}
-	a.sessMu.Lock()
-	if h.sess == res.sess && h.lease != kvstore.NoLease && h.lease != res.lease {
+	if h.sess == res.sess {
+		// The reference was counted twice on this session (once per write of the same key).
 		res.sess.Release(h.lease)
 	}
-	a.sessMu.Unlock()
 	a.mu.Lock()
 	h.sess, h.lease = res.sess, res.lease
 	a.mu.Unlock()
