@@ -22,14 +22,7 @@ func wordsAddr(w [4]uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-// netPort converts a host-order port to the value whose in-memory bytes are network order.
-func netPort(p uint16) uint16 {
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], p)
-	return binary.NativeEndian.Uint16(b[:])
-}
-
-// hostPort reverses netPort.
+// hostPort converts a port as stored in network byte order to host order.
 func hostPort(p uint16) uint16 {
 	var b [2]byte
 	binary.NativeEndian.PutUint16(b[:], p)
