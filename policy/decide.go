@@ -68,19 +68,19 @@ type DirectionTrace struct {
 	Reason     string   `json:"reason"`
 }
 
-// Decide computes the verdict of a flow between two identities as the datapath and proxy would,
-// and explains it. Policies of endpoints that are not registered are computed on the fly.
+// Decide computes the verdict of a flow between two known identities as the datapath and proxy
+// would, and explains it. Policies of endpoints that are not registered are computed on the fly.
 func (e *Engine) Decide(f Flow) (Trace, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := Trace{Flow: f}
-	var err error
-	if t.Egress, err = e.decideSide(f.Src, f.Dst, Egress, f); err != nil {
-		return t, err
+	for _, id := range []identity.ID{f.Src, f.Dst} {
+		if _, ok := e.cache.Labels(id); !ok {
+			return t, fmt.Errorf("decide flow %d -> %d: identity %d is unknown", f.Src, f.Dst, id)
+		}
 	}
-	if t.Ingress, err = e.decideSide(f.Dst, f.Src, Ingress, f); err != nil {
-		return t, err
-	}
+	t.Egress = e.decideSide(f.Src, f.Dst, Egress, f)
+	t.Ingress = e.decideSide(f.Dst, f.Src, Ingress, f)
 	t.Verdict = Allow
 	for _, side := range []DirectionTrace{t.Egress, t.Ingress} {
 		if side.Verdict != Allow {
@@ -106,11 +106,11 @@ func (e *Engine) isLocalEndpoint(id identity.ID) bool {
 	return !named || cluster == e.opts.ClusterName
 }
 
-func (e *Engine) decideSide(self, peer identity.ID, dir Direction, f Flow) (DirectionTrace, error) {
+func (e *Engine) decideSide(self, peer identity.ID, dir Direction, f Flow) DirectionTrace {
 	dt := DirectionTrace{Endpoint: self, Direction: dir, Verdict: Allow}
 	if !e.isLocalEndpoint(self) {
 		dt.Reason = fmt.Sprintf("identity %s is not a local endpoint: no %s policy applies here", self, dir)
-		return dt, nil
+		return dt
 	}
 	dt.Evaluated = true
 	ep := e.endpointFor(self)
@@ -164,7 +164,7 @@ func (e *Engine) decideSide(self, peer identity.ID, dir Direction, f Flow) (Dire
 		dt.Verdict = Drop
 		dt.Reason = fmt.Sprintf("no rule allows it (%s default-deny)", dir)
 	}
-	return dt, nil
+	return dt
 }
 
 // endpointFor returns the registered policy of id or computes a temporary one (the caller detaches

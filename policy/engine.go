@@ -40,6 +40,9 @@ type Engine struct {
 	endpoints map[identity.ID]*registered
 	cidrs     map[netip.Prefix]*cidrRef
 	dirty     map[*endpointPolicy]struct{}
+	// recomputes counts full recomputations of registered endpoints, so tests can tell an
+	// incremental update from a recomputation.
+	recomputes int
 }
 
 type registered struct {
@@ -239,6 +242,7 @@ func (e *Engine) affectedEndpoints(sets ...[]*compiledPolicy) []*registered {
 
 // recompute rebuilds a registered endpoint's policy and records the difference as its delta.
 func (e *Engine) recompute(reg *registered) {
+	e.recomputes++
 	old := reg.ep
 	ep := computeEndpoint(e.cache, e.rules, old.id)
 	ep.pending = old.pending
@@ -360,6 +364,18 @@ func (e *Engine) MapState(id identity.ID) (MapState, bool) {
 		return nil, false
 	}
 	return reg.ep.mapState(), true
+}
+
+// Enforcement reports, for a registered endpoint, whether it is in default-deny per direction.
+// An unenforced direction's MapState holds the allow-all entry {0, dir, 0, 0}.
+func (e *Engine) Enforcement(id identity.ID) (ingress, egress, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	reg, ok := e.endpoints[id]
+	if !ok {
+		return false, false, false
+	}
+	return reg.ep.enforced[Ingress], reg.ep.enforced[Egress], true
 }
 
 // ComputeMapState computes the MapState of any known identity from scratch without registering it.

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"testing"
+
+	"github.com/palisade-mesh/palisade/identity"
 )
 
 const cnp = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n  namespace: prod\n"
@@ -374,6 +376,9 @@ func TestFeatures_HTTPHeadersAndHost(t *testing.T) {
 		{HTTPRequest{Method: "GET", Path: "/v2/x/v1/y", Headers: map[string]string{"X-Team": "web", "X-Trace": ""}}, DenyL7}, // anchored
 		{HTTPRequest{Method: "DELETE", Path: "/", Host: "api.prod:80"}, Allow},
 		{HTTPRequest{Method: "DELETE", Path: "/", Host: "evil.api.prod"}, DenyL7},
+	}
+	if _, err := m.e.Decide(Flow{Src: m.id("web"), Dst: identity.ID(1<<16 | 4242), Proto: ProtoTCP, Port: 80}); err == nil {
+		t.Error("Decide accepted an unknown identity")
 	}
 	for _, c := range cases {
 		req := c.req
