@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,14 +89,8 @@ func (c Config) validate() error {
 		return errors.New("kvstore config: no endpoints")
 	}
 	for _, ep := range c.Endpoints {
-		scheme, rest, ok := strings.Cut(ep, "://")
-		if !ok || rest == "" {
-			return fmt.Errorf("kvstore config: endpoint %q: want scheme://address (http, https, unix, unixs)", ep)
-		}
-		switch scheme {
-		case "http", "https", "unix", "unixs":
-		default:
-			return fmt.Errorf("kvstore config: endpoint %q: scheme %q is not one of http, https, unix, unixs", ep, scheme)
+		if _, _, _, err := endpointAddress(ep); err != nil {
+			return fmt.Errorf("kvstore config: %w", err)
 		}
 	}
 	if c.TLS != nil && (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {

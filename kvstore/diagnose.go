@@ -85,19 +85,22 @@ func isTimeout(err error) bool {
 func endpointAddress(endpoint string) (network, addr string, secure bool, err error) {
 	scheme, rest, ok := strings.Cut(endpoint, "://")
 	if !ok {
-		return "", "", false, fmt.Errorf("endpoint %q has no scheme", endpoint)
+		return "", "", false, fmt.Errorf("endpoint %q: want scheme://address with scheme http, https, unix or unixs", endpoint)
 	}
 	switch scheme {
 	case "http", "https":
-		host := rest
-		if i := strings.IndexByte(host, '/'); i >= 0 {
-			host = host[:i]
+		host, _, _ := strings.Cut(rest, "/")
+		if _, _, err := net.SplitHostPort(host); err != nil || host == "" {
+			return "", "", false, fmt.Errorf("endpoint %q: want %s://host:port", endpoint, scheme)
 		}
 		return "tcp", host, scheme == "https", nil
 	case "unix", "unixs":
+		if rest == "" || rest == "/" {
+			return "", "", false, fmt.Errorf("endpoint %q: want %s://socket-path", endpoint, scheme)
+		}
 		return "unix", rest, scheme == "unixs", nil
 	default:
-		return "", "", false, fmt.Errorf("endpoint %q: unknown scheme %q", endpoint, scheme)
+		return "", "", false, fmt.Errorf("endpoint %q: scheme %q is not one of http, https, unix, unixs", endpoint, scheme)
 	}
 }
 

@@ -89,7 +89,9 @@ func (s *Session) keepAlive(id LeaseID, ch <-chan *clientv3.LeaseKeepAliveRespon
 	for range ch {
 	}
 	if s.ctx.Err() != nil {
-		return // the session ended by Close, Orphan or the client's Close
+		// Close or Orphan ended the session (end is then a no-op), or the client was closed.
+		s.end(fmt.Errorf("%w: client closed", ErrClosed))
+		return
 	}
 	s.c.metrics.sessionExpired.Inc()
 	s.c.log.Warn("session lease lost: its keys are gone", "lease", fmt.Sprintf("%x", id), "ttl", s.ttl)
@@ -154,7 +156,7 @@ func (s *Session) Leases() []LeaseID {
 }
 
 // Done is closed when the session ends: a lease was lost (owners must re-create their keys in a
-// new session), or Close or Orphan was called.
+// new session), or Close or Orphan was called, or the client was closed.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err says why the session ended (wrapping ErrSessionExpired after a lost lease, ErrClosed after

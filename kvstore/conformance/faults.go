@@ -15,6 +15,10 @@ import (
 func runFaults(t *testing.T, shared Server, start Target) {
 	// Not in parallel with the compaction below: a compaction would turn its resume into a relist.
 	t.Run("LostConnectionResumesWithoutLoss", func(t *testing.T) { testLostConnection(t, shared) })
+	t.Run("ListRetriesUntilServerReachable", func(t *testing.T) {
+		t.Parallel()
+		testListRetries(t, shared)
+	})
 	t.Run("CompactionBehindWatcherRelistsOnlyDifferences", func(t *testing.T) {
 		t.Parallel()
 		testCompactionBehindWatcher(t, shared)
@@ -198,4 +202,53 @@ func statusWhileDown(t *testing.T, c *kvstore.Client) {
 	if st.Healthy || st.Error == "" || len(st.Endpoints) != 1 || st.Endpoints[0].Reachable || st.Endpoints[0].Error == "" {
 		t.Fatalf("status while down: %+v", st)
 	}
+}
+
+// testListRetries starts a watch while its client cannot reach etcd: the listing fails (the
+// request timeout is short) and is retried until the connection comes back.
+func testListRetries(t *testing.T, srv Server) {
+	writer := newClient(t, srv)
+	putInitial(t, writer)
+	proxy := etcdtest.NewProxy(t, srv)
+	reg := prometheus.NewRegistry()
+	watcher := newClient(t, proxy, etcdtest.WithRegisterer(reg),
+		etcdtest.WithConfig(func(c *kvstore.Config) { c.RequestTimeout = 300 * time.Millisecond }))
+	proxy.Cut()
+	v := watchView(t, watcher, "f/")
+	awayChanges(t, writer)
+	// Wait for a failed listing, proof that the watch really started while cut off.
+	deadline := time.Now().Add(10 * time.Second)
+	for gatherOperationErrors(t, reg, "list") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed listing 10s after starting the watch behind a cut connection")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if evs := v.snapshotEvents(); len(evs) != 0 {
+		t.Fatalf("events while no listing could succeed: %s", formatEvents(evs))
+	}
+	proxy.Restore()
+	v.waitSyncs(t, 1)
+	v.waitEqualStore(t, writer, "f/")
+}
+
+func gatherOperationErrors(t *testing.T, reg *prometheus.Registry, op string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "palisade_kvstore_operation_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "operation" && l.GetValue() == op {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -2,10 +2,12 @@ package conformance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/palisade-mesh/palisade/kvstore"
 )
@@ -105,10 +107,22 @@ func testWatchClosesOnClientClose(t *testing.T, srv Server) {
 	c := newClient(t, srv)
 	v := watchView(t, c, "x/")
 	v.waitSyncs(t, 1)
+	s, err := c.NewSession(testContext(t), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	v.waitClosed(t)
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("session not done after its client closed") // Close waits for its keep-alives
+	}
+	if _, err := s.Acquire(testContext(t)); !errors.Is(err, kvstore.ErrClosed) {
+		t.Fatalf("acquire after the client closed: %v, want ErrClosed", err)
+	}
 	// A watch on a closed client is closed at once.
 	if _, ok := <-c.Watch(context.Background(), "x/"); ok {
 		t.Fatal("watch on a closed client delivered an event")
