@@ -226,7 +226,10 @@ func (d *Datapath) ReplacePolicy(epID uint32, entries []PolicyEntry) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.replaceLocked(epID, want)
+}
 
+func (d *Datapath) replaceLocked(epID uint32, want desiredPolicy) error {
 	old, err := d.innerMap(epID)
 	if err != nil {
 		return err
@@ -281,19 +284,16 @@ func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) er
 	}
 
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	inner, err := d.innerMap(epID)
-	d.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	if inner == nil {
 		// Nothing installed yet: the delta is the whole policy.
-		return d.ReplacePolicy(epID, adds)
+		return d.replaceLocked(epID, addMap)
 	}
 	defer inner.Close()
-
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	current, err := readPolicy(inner)
 	if err != nil {
 		return fmt.Errorf("apply policy delta to endpoint %d: %w", epID, err)
