@@ -154,7 +154,11 @@ func (w *watcher) relist(ctx context.Context) (int64, error) {
 	attempt := 0
 	got, err := backoff.Retry(ctx, func() (listing, error) {
 		attempt++
-		kvs, rev, err := w.c.List(ctx, w.prefix)
+		// Each attempt gets the request timeout even when the watch's context has a far deadline:
+		// a listing stuck on a dead connection must give way to the next attempt.
+		actx, cancel := context.WithTimeout(ctx, w.c.cfg.RequestTimeout)
+		defer cancel()
+		kvs, rev, err := w.c.List(actx, w.prefix)
 		if err != nil && ctx.Err() == nil {
 			w.c.log.Warn("watch relist failed, retrying", "prefix", w.prefix, "attempt", attempt, "error", err)
 		}
