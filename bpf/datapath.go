@@ -27,6 +27,8 @@ type Datapath struct {
 	mu sync.Mutex
 	// policyCounts caches the number of entries in each endpoint's policy map.
 	policyCounts map[uint32]int
+	// inspectOnly marks a Datapath from OpenPinned: maps only, no programs.
+	inspectOnly bool
 }
 
 // Open loads the datapath programs and opens (or creates) the maps pinned under Options.PinDir.
@@ -104,6 +106,9 @@ func (d *Datapath) Close() error {
 // Remove detaches every endpoint, unpins every map and deletes the pin directory. Programs and
 // maps disappear from the kernel once no other process holds them. The Datapath is closed after.
 func (d *Datapath) Remove() error {
+	if d.inspectOnly {
+		return fmt.Errorf("remove datapath: %w", errInspectOnly)
+	}
 	ids, err := d.pinnedEndpointIDs()
 	var errs []error
 	if err != nil {
@@ -181,6 +186,9 @@ func (d *Datapath) reconcile() error {
 // ProgramIDs returns the kernel IDs of the programs this Datapath loaded, by program name, for
 // diagnostics (bpftool prog show id N) and for checking that nothing stays loaded after Remove.
 func (d *Datapath) ProgramIDs() (map[string]uint32, error) {
+	if d.inspectOnly {
+		return nil, errInspectOnly
+	}
 	out := make(map[string]uint32)
 	for name, p := range map[string]*ebpf.Program{
 		"from_endpoint": d.objs.FromEndpoint, "to_endpoint": d.objs.ToEndpoint, "steer_to_proxy": d.objs.SteerToProxy,

@@ -83,3 +83,37 @@ func TestOpen_ReopenAdoptsPinnedMaps(t *testing.T) {
 		t.Fatalf("after reopen identity = %d, %v; want 300", got, err)
 	}
 }
+
+func TestOpenPinned_InspectsWithoutPrograms(t *testing.T) {
+	d := openTest(t, Options{})
+	if err := d.UpsertIPCache(mustPrefix("10.7.0.0/16"), 400); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ReplacePolicy(3, []PolicyEntry{{Identity: 400, Protocol: ProtoTCP, Port: 443}}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := OpenPinned(d.PinDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if id, err := in.LookupIPCache(mustAddr("10.7.1.1")); err != nil || id != 400 {
+		t.Errorf("inspected ipcache identity = %d, %v; want 400", id, err)
+	}
+	if p, err := in.Policy(3); err != nil || len(p) != 1 || p[0].Port != 443 {
+		t.Errorf("inspected policy = %+v, %v", p, err)
+	}
+	if err := in.AttachEndpoint(EndpointConfig{ID: 1, IfIndex: 1, IPv4: mustAddr("10.0.0.1")}); err == nil {
+		t.Error("inspection datapath attached an endpoint")
+	}
+	if err := in.Remove(); err == nil {
+		t.Error("inspection datapath removed the pins")
+	}
+}
+
+func TestOpenPinned_NoDatapath(t *testing.T) {
+	testenv.RequireRoot(t)
+	if _, err := OpenPinned(testPinDir(t), nil); err == nil {
+		t.Fatal("OpenPinned succeeded without pinned maps")
+	}
+}

@@ -68,6 +68,9 @@ func (d *Datapath) endpointDir(id uint32) string {
 // current programs), others are replaced. Until a policy is installed the endpoint's traffic is
 // dropped. On error nothing new is left attached.
 func (d *Datapath) AttachEndpoint(cfg EndpointConfig) error {
+	if d.inspectOnly {
+		return fmt.Errorf("attach endpoint %d: %w", cfg.ID, errInspectOnly)
+	}
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("attach endpoint: %w", err)
 	}
@@ -285,6 +288,9 @@ func (d *Datapath) adoptEndpointLinks(id uint32) (stale bool, err error) {
 // DetachEndpoint removes the endpoint's programs, pins, registry entry, policy and conntrack
 // entries. Detaching an unknown endpoint is not an error.
 func (d *Datapath) DetachEndpoint(id uint32) error {
+	if d.inspectOnly {
+		return fmt.Errorf("detach endpoint %d: %w", id, errInspectOnly)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.detachLocked(id)

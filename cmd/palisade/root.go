@@ -22,6 +22,7 @@ enforces Cilium-compatible L3/L4/L7 policy between them, within and across clust
 	root.AddCommand(newIdentityCommand())
 	root.AddCommand(newPolicyCommand())
 	root.AddCommand(newKvstoreCommand())
+	root.AddCommand(newBPFCommand())
 	return root
 }
 
