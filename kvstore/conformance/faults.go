@@ -157,9 +157,12 @@ func testServerRestart(t *testing.T, srv Server) {
 	direct.waitSyncs(t, 1)
 	behind.waitSyncs(t, 1)
 
+	impatient := newClient(t, srv, etcdtest.WithConfig(func(c *kvstore.Config) { c.RequestTimeout = 500 * time.Millisecond }))
+
 	// Round 1: the server goes away and comes back; the watcher reconnects by itself.
 	srv.Stop()
 	statusWhileDown(t, writer)
+	opsWhileDown(t, impatient)
 	srv.Restart()
 	awayChanges(t, writer)
 	direct.waitEqualStore(t, writer, "f/")
@@ -251,4 +254,27 @@ func gatherOperationErrors(t *testing.T, reg *prometheus.Registry, op string) fl
 		}
 	}
 	return 0
+}
+
+// opsWhileDown checks that operations without a deadline of their own fail within the client's
+// request timeout while etcd is away, instead of hanging.
+func opsWhileDown(t *testing.T, c *kvstore.Client) {
+	t.Helper()
+	ctx := context.Background()
+	ops := map[string]func() error{
+		"put":  func() error { return c.Put(ctx, "f/down", []byte("x"), kvstore.NoLease) },
+		"get":  func() error { _, _, err := c.Get(ctx, "f/k1"); return err },
+		"txn":  func() error { _, err := c.Txn(ctx, []kvstore.Cmp{kvstore.KeyMissing("f/down")}, nil, nil); return err },
+		"list": func() error { _, _, err := c.List(ctx, "f/"); return err },
+	}
+	for name, op := range ops {
+		start := time.Now()
+		err := op()
+		if err == nil {
+			t.Errorf("%s while etcd is down: no error", name)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("%s while etcd is down took %s (request timeout 500ms)", name, took)
+		}
+	}
 }
