@@ -64,7 +64,21 @@
 //
 // # Limits
 //
-// IPv4 only for now; the keys already carry a family and 16-byte addresses for IPv6. The L7
-// redirect works for ingress policy (the proxy listens inside the destination endpoint's
-// namespace); egress entries with a proxy port are rejected with an error.
+// IPv4 only for now; the keys already carry a family and 16-byte addresses for IPv6. Until then the
+// programs drop IPv6 (and any other non-ARP ethertype) with reason "unsupported L3": disable IPv6
+// in endpoint namespaces. ARP always passes. IPv4 fragments after the first are dropped
+// ("malformed"), since they carry no ports.
+//
+// The L7 redirect works for ingress policy (the proxy listens inside the destination endpoint's
+// namespace and the sk_lookup program there hands it the flow); egress entries with a proxy port
+// are rejected with an error, because sk_lookup never runs for a connection leaving a namespace and
+// bpf_sk_assign from tc breaks under TIME_WAIT reuse (DATAPATH.md). No SO_MARK bypass is needed:
+// the proxy's upstream connection to its own endpoint stays on loopback and has no proxied
+// conntrack entry.
+//
+// Policy counters count the packets evaluated against an entry (first packet of each admitted flow,
+// every denied packet); a flow's later packets are counted in its conntrack entry.
+//
+// Events are rate-limited per CPU (Options.EventsPerSecond, EventsBurst); suppressed and lost
+// events are counted ([Datapath.EventStats]). The ring buffer has a single consumer.
 package bpf

@@ -55,6 +55,11 @@ func (c EndpointConfig) validate() error {
 	if c.IfIndex <= 0 && c.IfName == "" {
 		return fmt.Errorf("endpoint %d: neither IfName nor IfIndex given", c.ID)
 	}
+	if c.NetnsPath != "" {
+		if _, err := os.Stat(c.NetnsPath); err != nil {
+			return fmt.Errorf("endpoint %d: network namespace: %w", c.ID, err)
+		}
+	}
 	return nil
 }
 
@@ -94,7 +99,8 @@ func (d *Datapath) AttachEndpoint(cfg EndpointConfig) error {
 	}
 	err := d.attachLocked(cfg, ifindex, dir)
 	if err != nil && !existed {
-		if derr := d.detachLocked(cfg.ID); derr != nil {
+		// Undo the attachment only: a policy installed beforehand stays for the next attempt.
+		if derr := errors.Join(d.detachLinksLocked(cfg.ID)...); derr != nil {
 			err = errors.Join(err, fmt.Errorf("roll back: %w", derr))
 		}
 	}
@@ -297,6 +303,22 @@ func (d *Datapath) DetachEndpoint(id uint32) error {
 }
 
 func (d *Datapath) detachLocked(id uint32) error {
+	errs := d.detachLinksLocked(id)
+	if err := d.objs.PalPolicy.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, fmt.Errorf("delete policy of endpoint %d: %w", id, err))
+	}
+	delete(d.policyCounts, id)
+	if _, err := d.Conntrack().FlushEndpoint(id); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("detach endpoint %d: %w", id, errors.Join(errs...))
+	}
+	return nil
+}
+
+// detachLinksLocked removes the endpoint's links, pins and registry entries.
+func (d *Datapath) detachLinksLocked(id uint32) []error {
 	var errs []error
 	dir := d.endpointDir(id)
 	for _, name := range []string{pinFromEndpoint, pinToEndpoint, pinSkLookup} {
@@ -319,17 +341,7 @@ func (d *Datapath) detachLocked(id uint32) error {
 			errs = append(errs, fmt.Errorf("unregister endpoint %d: %w", id, err))
 		}
 	}
-	if err := d.objs.PalPolicy.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		errs = append(errs, fmt.Errorf("delete policy of endpoint %d: %w", id, err))
-	}
-	delete(d.policyCounts, id)
-	if _, err := d.Conntrack().FlushEndpoint(id); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("detach endpoint %d: %w", id, errors.Join(errs...))
-	}
-	return nil
+	return errs
 }
 
 // Endpoints lists the registered endpoints.
