@@ -99,16 +99,15 @@ func (s *Session) keepAlive(id LeaseID, ch <-chan *clientv3.LeaseKeepAliveRespon
 }
 
 // end marks the session ended with why and stops every keep-alive. The first reason wins.
-func (s *Session) end(why error) bool {
+func (s *Session) end(why error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended != nil {
-		return false
+		return
 	}
 	s.ended = why
 	s.cancel()
 	close(s.done)
-	return true
 }
 
 // Acquire returns the lease to attach one more key to, counting that key.
