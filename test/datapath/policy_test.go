@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"testing"
+	"time"
 
 	"github.com/palisade-mesh/palisade/bpf"
 )
@@ -189,4 +190,64 @@ func TestPolicy_SpoofedSourceDropped(t *testing.T) {
 		t.Fatal("connection from a spoofed source succeeded")
 	}
 	n1.events.wait(t, "spoofed source drop", and(tcpTo(addrPort(b, 8080)), verdict(bpf.VerdictDenied, bpf.ReasonSpoofedSource)))
+}
+
+// ReplacePolicy swaps the whole map: a flow both policies allow never sees a moment without its
+// entry, even while thousands of other entries change with every swap.
+func TestPolicy_ReplaceIsAtomicUnderTraffic(t *testing.T) {
+	c := newCluster(t)
+	n1 := c.addNode("n1", bpf.Options{})
+	a := c.addEndpoint(n1, "a", idClient)
+	b := c.addEndpoint(n1, "b", idServer)
+	c.policy(a, allowAllEgress)
+	echoServer(t, b, 8080, "hello")
+	variant := func(base uint32) []bpf.PolicyEntry {
+		entries := []bpf.PolicyEntry{allowTCP(idClient, 8080)}
+		for i := uint32(0); i < 2000; i++ {
+			entries = append(entries, allowTCP(base+i, 8080))
+		}
+		return entries
+	}
+	policies := [][]bpf.PolicyEntry{variant(100000), variant(200000)}
+	c.policy(b, policies[0]...)
+
+	stop := make(chan struct{})
+	swapErr := make(chan error, 1)
+	swaps := 0
+	go func() {
+		defer close(swapErr)
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := n1.dp.ReplacePolicy(b.id, policies[i%2]); err != nil {
+				swapErr <- err
+				return
+			}
+			swaps++
+		}
+	}()
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	connections := 0
+	for time.Now().Before(deadline) {
+		if got, err := greet(a, addrPort(b, 8080)); err != nil || got != "hello" {
+			close(stop)
+			<-swapErr
+			t.Fatalf("connection %d during policy swaps: %q, %v", connections, got, err)
+		}
+		connections++
+	}
+	close(stop)
+	if err := <-swapErr; err != nil {
+		t.Fatal(err)
+	}
+	if swaps < 3 || connections < 10 {
+		t.Fatalf("only %d swaps and %d connections overlapped", swaps, connections)
+	}
+	t.Logf("%d connections during %d policy swaps", connections, swaps)
+	if n := n1.events.count(and(tcpTo(addrPort(b, 8080)), verdict(bpf.VerdictDenied, bpf.ReasonNoPolicy))); n != 0 {
+		t.Fatalf("%d drops during atomic swaps", n)
+	}
 }
