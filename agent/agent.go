@@ -56,6 +56,21 @@ type Agent struct {
 	createMu sync.Mutex
 
 	regen chan struct{} // coalesced requests to recompute every endpoint's policy
+
+	// runCtx and bg own work started from callbacks (e.g. identity loss); stopping the agent
+	// cancels it and waits for it.
+	runCtx  context.Context
+	stopRun context.CancelFunc
+	bg      sync.WaitGroup
+}
+
+// background runs fn on its own goroutine under the agent's run context.
+func (a *Agent) background(fn func(context.Context)) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		fn(a.runCtx)
+	}()
 }
 
 // New connects to the kvstore, checks the cluster configuration, opens (or adopts) the datapath
@@ -95,6 +110,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 			MaxConnectedClusters: cfg.MaxConnectedClusters,
 		},
 	}
+	a.runCtx, a.stopRun = context.WithCancel(context.Background())
 	a.routes = newNodeRoutes(cfg.NodeName, log)
 	a.registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
@@ -216,6 +232,8 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) closeResources() {
+	a.stopRun()
+	a.bg.Wait()
 	if a.alloc != nil {
 		a.alloc.Close()
 	}

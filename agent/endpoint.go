@@ -308,7 +308,13 @@ func (a *Agent) restoreEndpoints(ctx context.Context) {
 			a.forgetEndpoint(rec)
 			continue
 		}
-		ep := &endpoint{rec: rec, hostIndex: l.HostIfIndex, state: stateWaitingForIdentity}
+		lbls, err := a.identityLabels(rec)
+		if err != nil {
+			log.Error("endpoint state has invalid labels; removing it", "error", err)
+			a.forgetEndpoint(rec)
+			continue
+		}
+		ep := &endpoint{rec: rec, hostIndex: l.HostIfIndex, labels: lbls, state: stateWaitingForIdentity}
 		a.mu.Lock()
 		a.endpoints[rec.ID] = ep
 		a.mu.Unlock()
@@ -328,16 +334,14 @@ func (a *Agent) restoreEndpoint(ctx context.Context, ep *endpoint) error {
 	if err := a.ipam.Claim(rec.IPv4, fmt.Sprintf("endpoint-%d", rec.ID)); err != nil {
 		return err
 	}
-	lbls, err := a.identityLabels(rec)
-	if err != nil {
-		return err
-	}
+	a.mu.Lock()
+	lbls := ep.labels
+	a.mu.Unlock()
 	id, _, err := a.alloc.Allocate(ctx, lbls)
 	if err != nil {
 		return fmt.Errorf("allocate identity for %s: %w", lbls, err)
 	}
 	a.mu.Lock()
-	ep.labels = lbls
 	ep.rec.Identity = id
 	ep.state = stateRegenerating
 	a.mu.Unlock()
@@ -375,12 +379,11 @@ func (a *Agent) identityLost(lost identity.Identity) {
 		if !affected {
 			continue
 		}
-		go func() {
-			ctx := context.Background()
+		a.background(func(ctx context.Context) {
 			if err := a.restoreEndpoint(ctx, ep); err != nil {
 				a.log.Error("re-allocate lost identity", "endpoint", ep.rec.ID, "error", err)
 			}
-		}()
+		})
 	}
 }
 
@@ -456,6 +459,9 @@ func (a *Agent) monitorEvent(ev bpf.Event) monitor.Event {
 		out.Type = monitor.TypeDrop
 		out.Verdict = monitor.VerdictDenied
 		out.Reason = ev.Reason.String()
+	} else if ev.Match != bpf.MatchNone {
+		// Which policy entry admitted the flow: what an operator asks first about an allow.
+		out.Reason = "matched " + matchName(ev.Match)
 	}
 	if ev.ProxyPort != 0 {
 		out.Verdict = monitor.VerdictRedirected
@@ -511,4 +517,23 @@ func (a *Agent) Status(ctx context.Context) *apiv1.StatusResponse {
 	out.Identities = uint32(len(a.alloc.Cache().List()))
 	out.PolicyRevision, out.Policies = a.policy.summary()
 	return out
+}
+
+// matchName names the rung of the datapath's policy ladder that admitted a flow.
+func matchName(m bpf.Match) string {
+	switch m {
+	case bpf.MatchIdentityPort:
+		return "identity+port"
+	case bpf.MatchIdentityProto:
+		return "identity+protocol"
+	case bpf.MatchIdentity:
+		return "identity"
+	case bpf.MatchPortProto:
+		return "any identity+port"
+	case bpf.MatchProto:
+		return "any identity+protocol"
+	case bpf.MatchAll:
+		return "allow-all"
+	}
+	return fmt.Sprint(uint8(m))
 }

@@ -75,8 +75,19 @@ func (a *Agent) watchIdentities(ctx context.Context) {
 			added[id.ID] = id.Labels
 		}
 		var deleted []identity.ID
+		local := a.localIdentities()
 		for _, id := range ch.Deleted {
+			// An identity this node's endpoints use stays known: the allocator restores its keys,
+			// and forgetting its labels would leave those endpoints selected by no rule.
+			if lbls, ok := local[id.ID]; ok {
+				a.log.Warn("identity of a local endpoint vanished from etcd; keeping it", "identity", id.ID)
+				added[id.ID] = lbls
+				continue
+			}
 			deleted = append(deleted, id.ID)
+		}
+		if len(ch.Added) > 0 || len(ch.Deleted) > 0 {
+			a.log.Debug("identities changed", "added", len(ch.Added), "deleted", len(ch.Deleted), "synced", ch.Synced)
 		}
 		if len(added) > 0 || len(deleted) > 0 {
 			if deltas := a.policy.engine.UpdateIdentities(added, deleted); len(deltas) > 0 {
@@ -142,6 +153,19 @@ func (a *Agent) watchPolicies(ctx context.Context) {
 	}
 }
 
+// localIdentities returns the identities of this node's endpoints with their labels.
+func (a *Agent) localIdentities() map[identity.ID]identity.Labels {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[identity.ID]identity.Labels, len(a.endpoints))
+	for _, ep := range a.endpoints {
+		if ep.rec.Identity != 0 && ep.labels != nil {
+			out[ep.rec.Identity] = ep.labels
+		}
+	}
+	return out
+}
+
 func (a *Agent) triggerRegeneration() {
 	select {
 	case a.regen <- struct{}{}:
@@ -172,8 +196,12 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) error {
 	a.mu.Lock()
 	id, lbls, registered, state := ep.rec.Identity, ep.labels, ep.registered, ep.state
 	a.mu.Unlock()
-	if state == stateDisconnecting {
+	// Until its identity is (re-)allocated an endpoint keeps what the kernel has.
+	if state == stateDisconnecting || state == stateWaitingForIdentity {
 		return nil
+	}
+	if len(lbls) == 0 {
+		return a.endpointFailed(ep, fmt.Errorf("endpoint %d has no identity labels", ep.rec.ID))
 	}
 	eng := a.policy.engine
 	if registered != id {

@@ -81,9 +81,9 @@ values of --config.`,
 	fs.StringVar(&nodeIP, "node-ip", "", "address other nodes reach this node's pods through (default: first global IPv4)")
 	fs.StringVar(&podCIDR, "pod-cidr", "", "this node's pod CIDR, e.g. 10.100.1.0/24")
 	fs.StringSliceVar(&cfg.KvstoreEndpoints, "kvstore-endpoints", []string{"http://127.0.0.1:2379"}, "etcd endpoints (http://, https://, unix://)")
-	fs.StringVar(&cfg.KvstoreCAFile, "kvstore-ca", "", "CA certificate (PEM) of etcd's server certificate")
-	fs.StringVar(&cfg.KvstoreCertFile, "kvstore-cert", "", "client certificate (PEM) for etcd")
-	fs.StringVar(&cfg.KvstoreKeyFile, "kvstore-key", "", "client key (PEM) for etcd")
+	fs.StringVar(&cfg.KvstoreCAFile, "kvstore-ca-file", "", "CA certificate (PEM) of etcd's server certificate")
+	fs.StringVar(&cfg.KvstoreCertFile, "kvstore-cert-file", "", "client certificate (PEM) for etcd")
+	fs.StringVar(&cfg.KvstoreKeyFile, "kvstore-key-file", "", "client key (PEM) for etcd")
 	fs.StringVar(&cfg.KvstorePrefix, "kvstore-prefix", "", "key prefix of the cluster in etcd (default palisade/v1/)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the node's keys outlive a lost agent")
 	fs.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "where endpoint state survives restarts")
@@ -116,14 +116,14 @@ func mergeAgentConfig(file, flags agent.Config, cmd *cobra.Command) agent.Config
 		out.KvstoreEndpoints = flags.KvstoreEndpoints
 	}
 	for name, pair := range map[string][2]*string{
-		"kvstore-ca":     {&out.KvstoreCAFile, &flags.KvstoreCAFile},
-		"kvstore-cert":   {&out.KvstoreCertFile, &flags.KvstoreCertFile},
-		"kvstore-key":    {&out.KvstoreKeyFile, &flags.KvstoreKeyFile},
-		"kvstore-prefix": {&out.KvstorePrefix, &flags.KvstorePrefix},
-		"state-dir":      {&out.StateDir, &flags.StateDir},
-		"socket":         {&out.SocketPath, &flags.SocketPath},
-		"bpf-pin-dir":    {&out.BPFPinDir, &flags.BPFPinDir},
-		"metrics-addr":   {&out.MetricsAddr, &flags.MetricsAddr},
+		"kvstore-ca-file":   {&out.KvstoreCAFile, &flags.KvstoreCAFile},
+		"kvstore-cert-file": {&out.KvstoreCertFile, &flags.KvstoreCertFile},
+		"kvstore-key-file":  {&out.KvstoreKeyFile, &flags.KvstoreKeyFile},
+		"kvstore-prefix":    {&out.KvstorePrefix, &flags.KvstorePrefix},
+		"state-dir":         {&out.StateDir, &flags.StateDir},
+		"socket":            {&out.SocketPath, &flags.SocketPath},
+		"bpf-pin-dir":       {&out.BPFPinDir, &flags.BPFPinDir},
+		"metrics-addr":      {&out.MetricsAddr, &flags.MetricsAddr},
 	} {
 		if set(name) || *pair[0] == "" {
 			*pair[0] = *pair[1]

@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/palisade-mesh/palisade/agent"
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
-	"github.com/palisade-mesh/palisade/policy/api"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
@@ -41,25 +39,12 @@ func createEndpoint(t *testing.T, a *agentProc, netns, labels string) createdEnd
 	return eps[0]
 }
 
-func importPolicyFile(t *testing.T, srv etcdtest.Endpointer, path string) {
+// importPolicy runs `palisade policy import` against the cluster's etcd.
+func importPolicy(t *testing.T, kvEndpoint, path string) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
+	out, err := exec.Command(palisadeBinary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
-	}
-	pols, _, err := api.Decode(raw, api.DecodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv := etcdtest.NewClient(t, srv)
-	for _, p := range pols {
-		b, err := p.CanonicalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := kv.Put(context.Background(), agent.PolicyKey(p.Key()), b, 0); err != nil {
-			t.Fatal(err)
-		}
+		t.Fatalf("policy import: %v\n%s", err, out)
 	}
 }
 
@@ -102,7 +87,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	}
 
 	drops := watchMonitor(t, a1, "--type", "drop")
-	importPolicyFile(t, etcd, "../../examples/starwars/l3-l4.yaml")
+	importPolicy(t, kvEndpoint, "../../examples/starwars/l3-l4.yaml")
 	waitFor(t, 10*time.Second, "the xwing to be dropped", func() bool {
 		_, err := land(xwingHTTP, ds1.IPv4)
 		return err != nil
@@ -177,8 +162,11 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 		body, err := land(tie2HTTP, ds2.IPv4)
 		return err == nil && body == "Ship landed\n"
 	})
+	verdicts := watchMonitor(t, a1, "--type", "policy,drop", "--from-identity", fmt.Sprint(xwing.Identity))
 	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
-		t.Fatal("after the outage, the xwing landed")
+		time.Sleep(500 * time.Millisecond)
+		eps, _ := a1.cli("endpoint", "list", "-o", "json")
+		t.Fatalf("after the outage, the xwing (%d) landed on deathstar (%d); verdicts on %s: %+v\nendpoints: %s", xwing.Identity, ds1.Identity, n1.Name, verdicts.all(), eps)
 	}
 }
 
@@ -239,6 +227,7 @@ func (s *landingStream) firstErr() error {
 // monitorLine is the JSON form of a monitor event (palisade monitor -o json).
 type monitorLine struct {
 	Type    string `json:"type"`
+	Reason  string `json:"reason"`
 	Verdict string `json:"verdict"`
 	Source  struct {
 		Identity uint32 `json:"identity"`
@@ -251,6 +240,12 @@ type monitorLine struct {
 type monitorWatch struct {
 	mu     sync.Mutex
 	events []monitorLine
+}
+
+func (m *monitorWatch) all() []monitorLine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]monitorLine(nil), m.events...)
 }
 
 func (m *monitorWatch) seen(match func(monitorLine) bool) bool {
