@@ -234,8 +234,7 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) error {
 	a.mu.Lock()
 	ep.applied = entries
 	ep.revision = rev
-	ep.ingressOn = !allowsAll(ms, policy.Ingress)
-	ep.egressOn = !allowsAll(ms, policy.Egress)
+	ep.ingressOn, ep.egressOn, _ = eng.Enforcement(id)
 	ep.state, ep.lastErr = stateReady, ""
 	if unenforced > 0 {
 		ep.lastErr = fmt.Sprintf("%d L7 rule entries need the L7 proxy, which this agent does not run: their traffic is dropped", unenforced)
@@ -249,12 +248,6 @@ func (a *Agent) endpointFailed(ep *endpoint, err error) error {
 	ep.state, ep.lastErr = stateFailed, err.Error()
 	a.mu.Unlock()
 	return err
-}
-
-// allowsAll reports whether a direction is unenforced: the MapState allows everything in it.
-func allowsAll(ms policy.MapState, dir policy.Direction) bool {
-	v, ok := ms[policy.Key{Direction: dir}]
-	return ok && !v.Deny && !v.Redirect
 }
 
 // Protocols a MapState entry with "any protocol" but a specific port expands to: the datapath
