@@ -126,17 +126,7 @@ func (c *Conntrack) RunGC(ctx context.Context, interval time.Duration) {
 
 // scan calls fn for every entry; fn returning true stops the scan.
 func (c *Conntrack) scan(fn func(datapathCtKey, datapathCtValue) bool) error {
-	var (
-		k datapathCtKey
-		v datapathCtValue
-	)
-	it := c.d.objs.PalCt.Iterate()
-	for it.Next(&k, &v) {
-		if fn(k, v) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
+	if err := scanMap(c.d.objs.PalCt, fn); err != nil {
 		return fmt.Errorf("read conntrack table: %w", err)
 	}
 	return nil
@@ -168,14 +158,17 @@ func (c *Conntrack) deleteWhere(match func(datapathCtKey, datapathCtValue) bool)
 	return n, nil
 }
 
-// revokeFlows cuts the endpoint's established flows that policy p (nil: no policy) no longer
-// admits through the same proxy port.
-func (d *Datapath) revokeFlows(epID uint32, p desiredPolicy) error {
+// revokeFlows cuts the endpoint's established flows that the policy read through lookup (nil: no
+// policy) no longer admits through the same proxy port.
+func (d *Datapath) revokeFlows(epID uint32, lookup policyLookup) error {
+	if lookup == nil {
+		lookup = func(datapathPolicyKey) (datapathPolicyValue, bool) { return datapathPolicyValue{}, false }
+	}
 	n, err := d.Conntrack().deleteWhere(func(k datapathCtKey, v datapathCtValue) bool {
 		if v.EndpointId != epID {
 			return false
 		}
-		ok, proxy := p.verdict(v.Identity, hostPort(k.Dport), k.Proto, Direction(k.Dir))
+		ok, proxy := verdictWith(lookup, v.Identity, hostPort(k.Dport), k.Proto, Direction(k.Dir))
 		return !ok || proxy != v.ProxyPort
 	})
 	if err != nil {

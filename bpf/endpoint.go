@@ -199,16 +199,12 @@ type registryEntry struct {
 }
 
 func (d *Datapath) registry() ([]registryEntry, error) {
-	var (
-		out     []registryEntry
-		ifindex uint32
-		info    datapathEndpointInfo
-	)
-	it := d.objs.PalEndpoints.Iterate()
-	for it.Next(&ifindex, &info) {
+	var out []registryEntry
+	err := scanMap(d.objs.PalEndpoints, func(ifindex uint32, info datapathEndpointInfo) bool {
 		out = append(out, registryEntry{ifindex: ifindex, id: info.EndpointId, addr: wordsAddr(info.Addr)})
-	}
-	if err := it.Err(); err != nil {
+		return false
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read endpoint registry: %w", err)
 	}
 	return out, nil

@@ -262,7 +262,7 @@ func (d *Datapath) replaceLocked(epID uint32, want desiredPolicy) error {
 		return fmt.Errorf("replace policy of endpoint %d: swap policy map: %w", epID, err)
 	}
 	d.policyCounts[epID] = len(want)
-	return d.revokeFlows(epID, want)
+	return d.revokeFlows(epID, want.lookup)
 }
 
 // ApplyPolicyDelta removes deletes and then adds adds to the endpoint's installed policy. Each map
@@ -294,42 +294,62 @@ func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) er
 		return d.replaceLocked(epID, addMap)
 	}
 	defer inner.Close()
-	current, err := readPolicy(inner)
-	if err != nil {
-		return fmt.Errorf("apply policy delta to endpoint %d: %w", epID, err)
+
+	// Only the keys the delta touches are read, so a delta costs the same on a map of 10 or
+	// 10,000 entries.
+	type previous struct {
+		v  datapathPolicyValue
+		ok bool
 	}
-	next := make(desiredPolicy, len(current)+len(addMap))
-	for k, v := range current {
-		if _, gone := delMap[k]; !gone {
-			next[k] = v
+	prev := make(map[datapathPolicyKey]previous, len(addMap)+len(delMap))
+	for _, m := range []desiredPolicy{delMap, addMap} {
+		for k := range m {
+			var v datapathPolicyValue
+			err := inner.Lookup(&k, &v)
+			if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("apply policy delta to endpoint %d: look up %+v: %w", epID, k, err)
+			}
+			prev[k] = previous{v, err == nil}
+		}
+	}
+	count, err := d.policySizeLocked(epID, inner)
+	if err != nil {
+		return err
+	}
+	revokes := false
+	for k := range delMap {
+		if _, readded := addMap[k]; !readded && prev[k].ok {
+			count--
+			revokes = true
 		}
 	}
 	for k, v := range addMap {
-		if prev, ok := current[k]; ok {
-			v.Packets, v.Bytes = prev.Packets, prev.Bytes
+		p := prev[k]
+		if !p.ok {
+			count++
 		}
-		next[k] = v
+		if v.Deny == 1 || (p.ok && (p.v.Deny == 1 || p.v.ProxyPort != v.ProxyPort)) {
+			revokes = true
+		}
 	}
-	if len(next) > limit {
-		return fmt.Errorf("apply policy delta: %w", &PolicyMapFullError{Endpoint: epID, Needed: len(next), Limit: limit})
+	if count > limit {
+		return fmt.Errorf("apply policy delta: %w", &PolicyMapFullError{Endpoint: epID, Needed: count, Limit: limit})
 	}
 
 	var applied []datapathPolicyKey
 	rollback := func(cause error) error {
 		for _, k := range applied {
-			if v, ok := current[k]; ok {
-				_ = inner.Put(&k, &v)
+			if p := prev[k]; p.ok {
+				_ = inner.Put(&k, &p.v)
 			} else {
 				_ = inner.Delete(&k)
 			}
 		}
+		delete(d.policyCounts, epID)
 		return fmt.Errorf("apply policy delta to endpoint %d: %w (rolled back)", epID, cause)
 	}
 	for k := range delMap {
-		if _, ok := current[k]; !ok {
-			continue
-		}
-		if _, readded := addMap[k]; readded {
+		if _, readded := addMap[k]; readded || !prev[k].ok {
 			continue
 		}
 		if err := inner.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -337,15 +357,23 @@ func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) er
 		}
 		applied = append(applied, k)
 	}
-	for k := range addMap {
-		v := next[k]
+	for k, v := range addMap {
+		if p := prev[k]; p.ok {
+			v.Packets, v.Bytes = p.v.Packets, p.v.Bytes
+		}
 		if err := inner.Put(&k, &v); err != nil {
 			return rollback(fmt.Errorf("put %+v: %w", k, err))
 		}
 		applied = append(applied, k)
 	}
-	d.policyCounts[epID] = len(next)
-	return d.revokeFlows(epID, next)
+	d.policyCounts[epID] = count
+	if !revokes {
+		return nil
+	}
+	return d.revokeFlows(epID, func(k datapathPolicyKey) (datapathPolicyValue, bool) {
+		var v datapathPolicyValue
+		return v, inner.Lookup(&k, &v) == nil
+	})
 }
 
 // DeletePolicy removes the endpoint's policy; its traffic is dropped until a new one is installed.
@@ -411,25 +439,29 @@ func (d *Datapath) policySize(epID uint32) (int, error) {
 		return -1, err
 	}
 	defer inner.Close()
-	m, err := readPolicy(inner)
-	if err != nil {
-		return -1, err
+	return d.policySizeLocked(epID, inner)
+}
+
+// policySizeLocked counts the entries of the endpoint's installed map inner, once per process.
+func (d *Datapath) policySizeLocked(epID uint32, inner *ebpf.Map) (int, error) {
+	if n, ok := d.policyCounts[epID]; ok {
+		return n, nil
 	}
-	d.policyCounts[epID] = len(m)
-	return len(m), nil
+	n := 0
+	if err := scanMap(inner, func(datapathPolicyKey, datapathPolicyValue) bool { n++; return false }); err != nil {
+		return -1, fmt.Errorf("count policy entries of endpoint %d: %w", epID, err)
+	}
+	d.policyCounts[epID] = n
+	return n, nil
 }
 
 func readPolicy(m *ebpf.Map) (desiredPolicy, error) {
 	out := make(desiredPolicy)
-	var (
-		k datapathPolicyKey
-		v datapathPolicyValue
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	err := scanMap(m, func(k datapathPolicyKey, v datapathPolicyValue) bool {
 		out[k] = v
-	}
-	if err := it.Err(); err != nil {
+		return false
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read policy map: %w", err)
 	}
 	return out, nil
@@ -449,8 +481,20 @@ func carryCounters(old *ebpf.Map, want desiredPolicy) error {
 	return nil
 }
 
+// policyLookup reads one entry of a policy, from Go or from the kernel.
+type policyLookup func(datapathPolicyKey) (datapathPolicyValue, bool)
+
+func (p desiredPolicy) lookup(k datapathPolicyKey) (datapathPolicyValue, bool) {
+	v, ok := p[k]
+	return v, ok
+}
+
 // verdict evaluates a new flow against p the way the datapath does (see the package doc).
 func (p desiredPolicy) verdict(identity uint32, port uint16, proto uint8, dir Direction) (allowed bool, proxyPort uint16) {
+	return verdictWith(p.lookup, identity, port, proto, dir)
+}
+
+func verdictWith(lookup policyLookup, identity uint32, port uint16, proto uint8, dir Direction) (allowed bool, proxyPort uint16) {
 	type rung struct {
 		id    uint32
 		port  uint16
@@ -462,7 +506,7 @@ func (p desiredPolicy) verdict(identity uint32, port uint16, proto uint8, dir Di
 	}
 	var best *datapathPolicyValue
 	for _, r := range ladder {
-		v, ok := p[datapathPolicyKey{Identity: r.id, Dport: r.port, Proto: r.proto, Dir: uint8(dir)}]
+		v, ok := lookup(datapathPolicyKey{Identity: r.id, Dport: r.port, Proto: r.proto, Dir: uint8(dir)})
 		if !ok {
 			continue
 		}

@@ -132,39 +132,53 @@ func TestConntrack_FINClosesFlowAndReusedTupleIsEvaluatedAgain(t *testing.T) {
 }
 
 func TestConntrack_RemovingAllowCutsNewAndEstablishedFlows(t *testing.T) {
-	c := newCluster(t)
-	n1 := c.addNode("n1", bpf.Options{})
-	a := c.addEndpoint(n1, "a", idClient)
-	b := c.addEndpoint(n1, "b", idServer)
-	c.policy(a, allowAllEgress)
-	c.policy(b, allowTCP(idClient, 8080))
-	echoServer(t, b, 8080, "hello")
-	dst := addrPort(b, 8080)
+	allow := allowTCP(idClient, 8080)
+	removals := map[string]func(dp *bpf.Datapath, ep uint32) error{
+		"replace": func(dp *bpf.Datapath, ep uint32) error { return dp.ReplacePolicy(ep, nil) },
+		"delta":   func(dp *bpf.Datapath, ep uint32) error { return dp.ApplyPolicyDelta(ep, nil, []bpf.PolicyEntry{allow}) },
+		"deny added by delta": func(dp *bpf.Datapath, ep uint32) error {
+			return dp.ApplyPolicyDelta(ep, []bpf.PolicyEntry{{Identity: idClient, Direction: bpf.Ingress, Deny: true}}, nil)
+		},
+	}
+	for name, remove := range removals {
+		t.Run(name, func(t *testing.T) {
+			c := newCluster(t)
+			n1 := c.addNode("n1", bpf.Options{})
+			a := c.addEndpoint(n1, "a", idClient)
+			b := c.addEndpoint(n1, "b", idServer)
+			c.policy(a, allowAllEgress)
+			c.policy(b, allow)
+			echoServer(t, b, 8080, "hello")
+			dst := addrPort(b, 8080)
 
-	conn, err := dial(a, dst, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if got, err := readGreeting(conn); err != nil || got != "hello" {
-		t.Fatalf("greeting %q, %v", got, err)
-	}
+			conn, err := dial(a, dst, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if got, err := readGreeting(conn); err != nil || got != "hello" {
+				t.Fatalf("greeting %q, %v", got, err)
+			}
 
-	c.policy(b) // the allow goes away
-	mustBeBlocked(t, a, dst)
-	if _, err := conn.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
-	if n, err := conn.Read(make([]byte, 8)); err == nil {
-		t.Fatalf("established flow still carries data (%d bytes) after its allow was removed", n)
-	}
-	n1.events.wait(t, "drop of the established flow's data", and(tcpTo(dst), verdict(bpf.VerdictDenied, bpf.ReasonNoConntrack)))
-	flows, _ := n1.dp.Conntrack().Dump()
-	for _, f := range flows {
-		if f.Endpoint == b.id {
-			t.Errorf("flow of b survived the policy change: %v", f)
-		}
+			if err := remove(n1.dp, b.id); err != nil {
+				t.Fatal(err)
+			}
+			mustBeBlocked(t, a, dst)
+			if _, err := conn.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+			if n, err := conn.Read(make([]byte, 8)); err == nil {
+				t.Fatalf("established flow still carries data (%d bytes) after its allow was removed", n)
+			}
+			n1.events.wait(t, "drop of the established flow's data", and(tcpTo(dst), verdict(bpf.VerdictDenied, bpf.ReasonNoConntrack)))
+			flows, _ := n1.dp.Conntrack().Dump()
+			for _, f := range flows {
+				if f.Endpoint == b.id {
+					t.Errorf("flow of b survived the policy change: %v", f)
+				}
+			}
+		})
 	}
 }
 
