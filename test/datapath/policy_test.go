@@ -1,8 +1,11 @@
 package datapath
 
 import (
+	"net"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/palisade-mesh/palisade/bpf"
 )
@@ -182,10 +185,19 @@ func TestPolicy_SpoofedSourceDropped(t *testing.T) {
 	echoServer(t, b, 8080, "hello")
 	// Give a a second address it is not registered with and send from it.
 	spoofed := a.IP.Next().Next().Next()
-	if out, err := a.NS.Run(a.NS.Command(t.Context(), "ip", "addr", "add", spoofed.String()+"/32", "dev", "eth0")); err != nil {
-		t.Fatalf("add address: %v %s", err, out)
+	h, err := a.NS.Handle()
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err := dial(a, addrPort(b, 8080), dialerFrom(spoofed))
+	defer h.Close()
+	eth, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: spoofed.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatalf("add address: %v", err)
+	}
+	_, err = dial(a, addrPort(b, 8080), dialerFrom(spoofed))
 	if err == nil {
 		t.Fatal("connection from a spoofed source succeeded")
 	}
