@@ -17,6 +17,9 @@
 //	ln, _ := b.NS.Listen("tcp", ":8080")
 //	conn, err := a.NS.DialTimeout("tcp", netip.AddrPortFrom(b.IP, 8080).String(), time.Second)
 //
+// A control-plane namespace (etcd, the mesh API server) is a node without endpoints: it gets a
+// fabric address and routes to every node's pod CIDR.
+//
 // Code that must run inside a namespace (netlink calls without a handle, sysctls, creating
 // sockets, attaching TCX programs) goes through Namespace.Do; a process goes through
 // Namespace.Command. Sockets keep the namespace they were created in, so a listener or connection
