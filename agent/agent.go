@@ -45,6 +45,7 @@ type Agent struct {
 	hub     *monitor.Hub
 	routes  *nodeRoutes
 	policy  *policyState
+	metrics *metrics
 	started time.Time
 
 	// session holds the node's leased keys (node entry, ipcache entries); replaced when lost.
@@ -161,6 +162,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.policy, err = newPolicyState(a); err != nil {
 		return nil, err
 	}
+	a.metrics = newMetrics(a)
 	ok = true
 	return a, nil
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/palisade-mesh/palisade/bpf"
+	"github.com/palisade-mesh/palisade/monitor"
 )
 
 func TestParseIPCacheKey(t *testing.T) {
@@ -123,5 +126,27 @@ func TestStateStore_RoundTripAndBadFiles(t *testing.T) {
 	}
 	if err := s.remove(3); err != nil {
 		t.Fatalf("second remove: %v", err)
+	}
+}
+
+func TestMonitorEvent_Verdicts(t *testing.T) {
+	a := &Agent{cfg: Config{NodeName: "n1"}}
+	cases := []struct {
+		ev        bpf.Event
+		typ       monitor.Type
+		verdict   monitor.Verdict
+		reason    string
+		dstEndpnt uint16
+		srcEndpnt uint16
+	}{
+		{bpf.Event{Verdict: bpf.VerdictDenied, Reason: bpf.ReasonNoPolicy, Direction: bpf.Ingress, Endpoint: 3}, monitor.TypeDrop, monitor.VerdictDenied, bpf.ReasonNoPolicy.String(), 3, 0},
+		{bpf.Event{Verdict: bpf.VerdictAllowed, Match: bpf.MatchIdentityPort, Direction: bpf.Egress, Endpoint: 4}, monitor.TypePolicy, monitor.VerdictAllowed, "matched identity+port", 0, 4},
+		{bpf.Event{Verdict: bpf.VerdictRedirected, Match: bpf.MatchIdentityPort, ProxyPort: 15001, Direction: bpf.Ingress, Endpoint: 5}, monitor.TypePolicy, monitor.VerdictRedirected, "matched identity+port, to proxy port 15001", 5, 0},
+	}
+	for _, c := range cases {
+		got := a.monitorEvent(c.ev)
+		if got.Type != c.typ || got.Verdict != c.verdict || got.Reason != c.reason || got.Dest.Endpoint != c.dstEndpnt || got.Source.Endpoint != c.srcEndpnt || got.Node != "n1" {
+			t.Errorf("monitorEvent(%v) = %+v", c.ev, got)
+		}
 	}
 }

@@ -455,16 +455,17 @@ func (a *Agent) monitorEvent(ev bpf.Event) monitor.Event {
 		Source:    monitor.Peer{Identity: ev.SrcIdentity, Addr: ev.Src},
 		Dest:      monitor.Peer{Identity: ev.DstIdentity, Addr: ev.Dst},
 	}
-	if ev.Verdict != bpf.VerdictAllowed {
+	switch ev.Verdict {
+	case bpf.VerdictDenied:
 		out.Type = monitor.TypeDrop
 		out.Verdict = monitor.VerdictDenied
 		out.Reason = ev.Reason.String()
-	} else if ev.Match != bpf.MatchNone {
+	case bpf.VerdictRedirected:
+		out.Verdict = monitor.VerdictRedirected
+		out.Reason = fmt.Sprintf("matched %s, to proxy port %d", matchName(ev.Match), ev.ProxyPort)
+	default:
 		// Which policy entry admitted the flow: what an operator asks first about an allow.
 		out.Reason = "matched " + matchName(ev.Match)
-	}
-	if ev.ProxyPort != 0 {
-		out.Verdict = monitor.VerdictRedirected
 	}
 	if ev.Direction == bpf.Ingress {
 		out.Dest.Endpoint = uint16(ev.Endpoint)

@@ -192,7 +192,16 @@ func (a *Agent) regenerateLoop(ctx context.Context) {
 
 // regenerateEndpoint computes the endpoint's datapath policy and swaps it in atomically when it
 // differs from what the kernel has.
-func (a *Agent) regenerateEndpoint(ep *endpoint) error {
+func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
+	start := time.Now()
+	outcome := "unchanged"
+	defer func() {
+		if err != nil {
+			outcome = "failed"
+		}
+		a.metrics.regenerations.WithLabelValues(outcome).Inc()
+		a.metrics.regenerationTime.Observe(time.Since(start).Seconds())
+	}()
 	a.mu.Lock()
 	id, lbls, registered, state := ep.rec.Identity, ep.labels, ep.registered, ep.state
 	a.mu.Unlock()
@@ -230,6 +239,7 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) error {
 		if err := a.dp.ReplacePolicy(ep.rec.ID, entries); err != nil {
 			return a.endpointFailed(ep, err)
 		}
+		outcome = "applied"
 	}
 	a.mu.Lock()
 	ep.applied = entries

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -162,6 +163,19 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 		body, err := land(tie2HTTP, ds2.IPv4)
 		return err == nil && body == "Ship landed\n"
 	})
+	// The agent's metrics are served inside its node namespace.
+	resp, err := nsHTTPClient(n1.NS.Path, 3*time.Second).Get("http://127.0.0.1:9962/metrics")
+	if err != nil {
+		t.Fatalf("scrape agent metrics: %v", err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, series := range []string{"palisade_agent_endpoints 2", "palisade_agent_endpoint_regenerations_total{outcome=\"applied\"}", "palisade_kvstore_"} {
+		if !strings.Contains(string(metrics), series) {
+			t.Errorf("agent metrics lack %q", series)
+		}
+	}
+
 	verdicts := watchMonitor(t, a1, "--type", "policy,drop", "--from-identity", fmt.Sprint(xwing.Identity))
 	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
 		time.Sleep(500 * time.Millisecond)
