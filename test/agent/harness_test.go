@@ -175,13 +175,10 @@ func (a *agentProc) cli(args ...string) (string, error) {
 }
 
 // serveDeathstar serves the deathstar API on port 80 inside the namespace until the test ends.
-func serveDeathstar(t *testing.T, netnsPath, name string) {
+func serveDeathstar(t *testing.T, ns *topology.Namespace, name string) {
 	t.Helper()
-	var ln net.Listener
-	if err := inNamespace(netnsPath, func() (err error) {
-		ln, err = net.Listen("tcp4", ":80")
-		return err
-	}); err != nil {
+	ln, err := ns.Listen("tcp4", ":80")
+	if err != nil {
 		t.Fatalf("deathstar listen: %v", err)
 	}
 	srv := &http.Server{Handler: demo.DeathstarHandler(name), ReadHeaderTimeout: 5 * time.Second}
@@ -190,19 +187,13 @@ func serveDeathstar(t *testing.T, netnsPath, name string) {
 }
 
 // nsHTTPClient makes HTTP requests from inside a namespace, a new connection per request.
-func nsHTTPClient(netnsPath string, timeout time.Duration) *http.Client {
+func nsHTTPClient(ns *topology.Namespace, timeout time.Duration) *http.Client {
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
 			DisableKeepAlives: true,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var c net.Conn
-				err := inNamespace(netnsPath, func() (err error) {
-					d := net.Dialer{Timeout: timeout}
-					c, err = d.DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
+				return ns.DialContext(ctx, &net.Dialer{Timeout: timeout}, network, addr)
 			},
 		},
 	}

@@ -4,67 +4,31 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/palisade-mesh/palisade/agent/link"
 	"github.com/palisade-mesh/palisade/internal/testenv"
+	"github.com/palisade-mesh/palisade/test/topology"
 )
 
-// bareNamespace creates an empty named network namespace, removed when the test ends.
-func bareNamespace(t *testing.T, role string) string {
+// bareNamespace creates an empty namespace of the topology (removed when the test ends).
+func bareNamespace(t *testing.T, topo *topology.Topology, role string) *topology.Namespace {
 	t.Helper()
-	name := fmt.Sprintf("pal-lt-%d-%s", os.Getpid(), role)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // the thread ends in the new namespace: let the runtime discard it
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
+	ns, err := topo.AddNamespace(role)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete namespace %s: %v", name, err)
-		}
-	})
-	return filepath.Join("/var/run/netns", name)
-}
-
-// inNamespace runs fn on a thread inside the namespace at path.
-func inNamespace(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return ns
 }
 
 func TestLink_SetupWiresBothSidesAndRemoveLeavesNothing(t *testing.T) {
 	testenv.RequireRoot(t)
-	node := bareNamespace(t, "node")
-	ep := bareNamespace(t, "ep")
+	topo := topology.NewForTest(t, topology.Options{})
+	nodeNS, epNS := bareNamespace(t, topo, "node"), bareNamespace(t, topo, "ep")
+	node, ep := nodeNS.Path, epNS.Path
 	cfg := link.Config{
 		NodeNetns:     node,
 		EndpointNetns: ep,
@@ -80,11 +44,8 @@ func TestLink_SetupWiresBothSidesAndRemoveLeavesNothing(t *testing.T) {
 	}
 
 	// The node answers on the gateway address; the endpoint reaches it through its routes.
-	var ln net.Listener
-	if err := inNamespace(node, func() (err error) {
-		ln, err = net.Listen("tcp4", "10.123.0.1:0")
-		return err
-	}); err != nil {
+	ln, err := nodeNS.Listen("tcp4", "10.123.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
@@ -93,18 +54,14 @@ func TestLink_SetupWiresBothSidesAndRemoveLeavesNothing(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if err := inNamespace(ep, func() error {
-		c, err := net.DialTimeout("tcp4", ln.Addr().String(), 2*time.Second)
-		if err != nil {
-			return err
-		}
-		if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != "10.123.0.10" {
-			return fmt.Errorf("connected from %s, want the endpoint address", got)
-		}
-		return c.Close()
-	}); err != nil {
+	c, err := epNS.DialTimeout("tcp4", ln.Addr().String(), 2*time.Second)
+	if err != nil {
 		t.Fatalf("endpoint -> gateway: %v", err)
 	}
+	if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != "10.123.0.10" {
+		t.Fatalf("connected from %s, want the endpoint address", got)
+	}
+	c.Close()
 
 	// A second endpoint in the same namespace is refused and leaves no device on the node.
 	dup := cfg
@@ -122,7 +79,7 @@ func TestLink_SetupWiresBothSidesAndRemoveLeavesNothing(t *testing.T) {
 	if _, found, err := link.Lookup(node, l.HostIfName); err != nil || found {
 		t.Fatalf("after Remove: found=%v err=%v", found, err)
 	}
-	if err := inNamespace(ep, func() error {
+	if err := epNS.Do(func() error {
 		if _, err := netlink.LinkByName("eth0"); err == nil {
 			return fmt.Errorf("eth0 still in the endpoint namespace")
 		}

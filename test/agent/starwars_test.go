@@ -27,9 +27,9 @@ type createdEndpoint struct {
 	State    string `json:"state"`
 }
 
-func createEndpoint(t *testing.T, a *agentProc, netns, labels string) createdEndpoint {
+func createEndpoint(t *testing.T, a *agentProc, ns *topology.Namespace, labels string) createdEndpoint {
 	t.Helper()
-	out, err := a.cli("endpoint", "create", "--netns", netns, "--labels", labels, "-o", "json")
+	out, err := a.cli("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +62,8 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	a1 := startAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
 	a2 := startAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
 
-	ds1NS, ds2NS := bareNamespace(t, "ds1"), bareNamespace(t, "ds2")
-	tieNS, xwingNS := bareNamespace(t, "tie"), bareNamespace(t, "xwing")
+	ds1NS, ds2NS := bareNamespace(t, topo, "ds1"), bareNamespace(t, topo, "ds2")
+	tieNS, xwingNS := bareNamespace(t, topo, "tie"), bareNamespace(t, topo, "xwing")
 	ds1 := createEndpoint(t, a1, ds1NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
 	ds2 := createEndpoint(t, a2, ds2NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
 	tie := createEndpoint(t, a2, tieNS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
@@ -153,7 +153,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	etcd.Restart()
 
 	// Converged: a tiefighter created after the outage on the other node lands, the xwing does not.
-	tie2NS := bareNamespace(t, "tie2")
+	tie2NS := bareNamespace(t, topo, "tie2")
 	tie2 := createEndpoint(t, a1, tie2NS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
 	if tie2.Identity != tie.Identity {
 		t.Fatalf("second tiefighter got identity %d, want %d", tie2.Identity, tie.Identity)
@@ -164,7 +164,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 		return err == nil && body == "Ship landed\n"
 	})
 	// The agent's metrics are served inside its node namespace.
-	resp, err := nsHTTPClient(n1.NS.Path, 3*time.Second).Get("http://127.0.0.1:9962/metrics")
+	resp, err := nsHTTPClient(n1.NS, 3*time.Second).Get("http://127.0.0.1:9962/metrics")
 	if err != nil {
 		t.Fatalf("scrape agent metrics: %v", err)
 	}

@@ -49,6 +49,7 @@ type Topology struct {
 
 	mu     sync.Mutex
 	nodes  []*Node
+	bare   []*Namespace
 	closed bool
 }
 
@@ -396,6 +397,25 @@ func (n *Node) RemoveEndpoint(ep *Endpoint) error {
 	return fmt.Errorf("node %s: endpoint %s is not one of its endpoints", n.Name, ep.Name)
 }
 
+// AddNamespace creates an empty namespace (loopback up, nothing else) named after role, for an
+// endpoint that an agent wires itself. Close deletes it.
+func (t *Topology) AddNamespace(role string) (*Namespace, error) {
+	if err := checkName(role); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, errors.New("topology is closed")
+	}
+	ns, err := createNamespace(t.nsName(role))
+	if err != nil {
+		return nil, err
+	}
+	t.bare = append(t.bare, ns)
+	return ns, nil
+}
+
 // Close deletes every namespace of the topology (endpoints, nodes, fabric), which removes their
 // links, addresses and routes with them, and kills the processes started in them. It is safe to
 // call more than once.
@@ -404,6 +424,12 @@ func (t *Topology) Close() error {
 	defer t.mu.Unlock()
 	t.closed = true
 	var errs []error
+	for _, ns := range t.bare {
+		if err := ns.delete(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.bare = nil
 	for _, n := range t.nodes {
 		for _, ep := range n.endpoints {
 			if err := ep.NS.delete(); err != nil {
