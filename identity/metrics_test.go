@@ -11,7 +11,7 @@ import (
 )
 
 // metricValue returns the value of the series name{label=value} (any labels when label is "").
-func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+func metricValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
