@@ -51,8 +51,9 @@ lint: $(TOOLS)/staticcheck
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
 
+# The Star Wars scenario on a two-node playground cluster in network namespaces (root).
 demo: deps build
-	@echo "The demo is not there yet: it arrives with the agent and clustermesh."
+	PALISADE=$(BIN) ./deploy/local/demo.sh
 
 clean:
 	rm -rf bin .tools

@@ -11,7 +11,10 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/palisade-mesh/palisade/agent/link"
+
 	apiv1 "github.com/palisade-mesh/palisade/api/v1"
 	"github.com/palisade-mesh/palisade/bpf"
 	"github.com/palisade-mesh/palisade/identity"
@@ -496,6 +499,7 @@ func (a *Agent) Status(ctx context.Context) *apiv1.StatusResponse {
 		Cluster:   a.cfg.ClusterName,
 		ClusterId: a.cfg.ClusterID,
 		Version:   Version,
+		Started:   timestamppb.New(a.started),
 	}
 	st, err := a.kv.Status(ctx)
 	switch {

@@ -18,7 +18,7 @@ enforces Cilium-compatible L3/L4/L7 policy between them, within and across clust
 		Version:       version,
 	}
 	root.AddCommand(newVersionCommand())
-	root.AddCommand(newAgentCommand(), newEndpointCommand(), newStatusCommand(), newMonitorCommand(), newNodeCommand())
+	root.AddCommand(newAgentCommand(), newEndpointCommand(), newStatusCommand(), newMonitorCommand(), newNodeCommand(), newDevCommand())
 	root.AddCommand(newIdentityCommand())
 	root.AddCommand(newPolicyCommand())
 	root.AddCommand(newKvstoreCommand())

@@ -38,7 +38,7 @@ func newStatusCommand() *cobra.Command {
 			}
 			fmt.Fprintf(w, "Endpoints:\t%d/%d ready\n", st.GetEndpointsReady(), st.GetEndpoints())
 			fmt.Fprintf(w, "Identities:\t%d\n", st.GetIdentities())
-			fmt.Fprintf(w, "Policy:\t%d policies, revision %d\n", st.GetPolicies(), st.GetPolicyRevision())
+			fmt.Fprintf(w, "Policy:\t%d %s, revision %d\n", st.GetPolicies(), plural(int(st.GetPolicies()), "policy", "policies"), st.GetPolicyRevision())
 		})
 	}
 	return cmd

@@ -240,3 +240,35 @@ func (ns *Namespace) delete() error {
 	}
 	return nil
 }
+
+// CreateNamespace makes a named namespace that belongs to no topology (an endpoint added to a
+// running playground). Delete it with DeleteNamespace.
+func CreateNamespace(name string) (*Namespace, error) {
+	return createNamespace(name)
+}
+
+// OpenNamespace refers to an existing named namespace, e.g. one a previous process created.
+func OpenNamespace(name string) (*Namespace, error) {
+	ns := &Namespace{Name: name, Path: filepath.Join(netnsDir, name)}
+	if _, err := os.Stat(ns.Path); err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", name, err)
+	}
+	return ns, nil
+}
+
+// DeleteNamespace removes a named namespace; one that is already gone is not an error.
+func DeleteNamespace(name string) error {
+	return (&Namespace{Name: name}).delete()
+}
+
+// NamespacesWithPrefix lists the named namespaces whose name starts with prefix.
+func NamespacesWithPrefix(prefix string) []string {
+	var out []string
+	entries, _ := os.ReadDir(netnsDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+package playground
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apiv1 "github.com/palisade-mesh/palisade/api/v1"
+	"github.com/palisade-mesh/palisade/test/topology"
+)
+
+// Workloads an endpoint can run.
+const (
+	WorkloadNone      = ""
+	WorkloadDeathstar = "deathstar" // the Star Wars scenario's HTTP API on port 80
+)
+
+// AddEndpoint creates a namespace, makes it an endpoint of node through that node's agent and
+// starts the workload in it.
+func (s *State) AddEndpoint(ctx context.Context, name, node string, labels []string, workload, binary string) (EndpointState, error) {
+	if _, err := s.Endpoint(name); err == nil {
+		return EndpointState{}, fmt.Errorf("the playground has an endpoint %q already", name)
+	}
+	if workload != WorkloadNone && workload != WorkloadDeathstar {
+		return EndpointState{}, fmt.Errorf("unknown workload %q (valid: %s)", workload, WorkloadDeathstar)
+	}
+	n, err := s.Node(node)
+	if err != nil {
+		return EndpointState{}, err
+	}
+	ns, err := topology.CreateNamespace(s.NSPrefix + "ep-" + name)
+	if err != nil {
+		return EndpointState{}, err
+	}
+	client, closeFn, err := agentClient(n)
+	if err != nil {
+		_ = topology.DeleteNamespace(ns.Name)
+		return EndpointState{}, err
+	}
+	defer closeFn()
+	ep, err := client.CreateEndpoint(ctx, &apiv1.CreateEndpointRequest{NetnsPath: ns.Path, Labels: labels, Name: name})
+	if err != nil {
+		_ = topology.DeleteNamespace(ns.Name)
+		return EndpointState{}, fmt.Errorf("create endpoint %s on %s: %w", name, node, err)
+	}
+	es := EndpointState{Name: name, Node: node, Namespace: ns.Name, ID: ep.GetId(), IPv4: ep.GetIpv4(), Identity: ep.GetIdentity(), Labels: labels}
+	if workload == WorkloadDeathstar {
+		p, err := startDaemon(ns, binary, filepath.Join(s.Dir, "ep-"+name+".log"), "dev", "serve-deathstar", "--name", name, "--listen", ":80")
+		if err != nil {
+			return EndpointState{}, err
+		}
+		es.Server = &p
+	}
+	s.Endpoints = append(s.Endpoints, es)
+	return es, s.save()
+}
+
+// Response is the outcome of one request from an endpoint.
+type Response struct {
+	Status  int    `json:"status,omitempty"`
+	Body    string `json:"body,omitempty"`
+	Dropped bool   `json:"dropped,omitempty"` // no connection within the timeout
+	Error   string `json:"error,omitempty"`
+}
+
+// Verdict is the short form for tables.
+func (r Response) Verdict() string {
+	switch {
+	case r.Dropped:
+		return "dropped (connection timed out)"
+	case r.Error != "":
+		return "error: " + r.Error
+	}
+	return fmt.Sprintf("%d %s", r.Status, strings.TrimSpace(r.Body))
+}
+
+// Request sends one HTTP request from endpoint from to endpoint to, from inside from's namespace.
+func (s *State) Request(ctx context.Context, from, to, method, path string, timeout time.Duration) (Response, error) {
+	src, err := s.Endpoint(from)
+	if err != nil {
+		return Response{}, err
+	}
+	dst, err := s.Endpoint(to)
+	if err != nil {
+		return Response{}, err
+	}
+	ns, err := topology.OpenNamespace(src.Namespace)
+	if err != nil {
+		return Response{}, err
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return ns.DialContext(ctx, &net.Dialer{Timeout: timeout}, network, addr)
+		},
+	}, Timeout: timeout}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+dst.IPv4+path, nil)
+	if err != nil {
+		return Response{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() {
+			return Response{Dropped: true}, nil
+		}
+		return Response{Error: err.Error()}, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return Response{Status: resp.StatusCode, Body: string(body)}, nil
+}
