@@ -164,7 +164,14 @@ func (c *agentClient) dial() (apiv1.AgentClient, func(), error) {
 	return apiv1.NewAgentClient(conn), func() { conn.Close() }, nil
 }
 
-// requestContext bounds a unary call to the agent.
-func requestContext(parent context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(parent, 2*time.Minute)
+// call dials the agent and runs fn with a bounded context.
+func (c *agentClient) call(parent context.Context, fn func(context.Context, apiv1.AgentClient) error) error {
+	client, closeFn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ctx, cancel := context.WithTimeout(parent, 2*time.Minute)
+	defer cancel()
+	return fn(ctx, client)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -43,15 +44,11 @@ func newEndpointCreateCommand(client *agentClient) *cobra.Command {
 				req.NetnsPath = "/var/run/netns/" + req.NetnsPath
 			}
 			req.Labels = labels
-			c, closeFn, err := client.dial()
-			if err != nil {
+			var ep *apiv1.Endpoint
+			if err := client.call(cmd.Context(), func(ctx context.Context, c apiv1.AgentClient) (err error) {
+				ep, err = c.CreateEndpoint(ctx, &req)
 				return err
-			}
-			defer closeFn()
-			ctx, cancel := requestContext(cmd.Context())
-			defer cancel()
-			ep, err := c.CreateEndpoint(ctx, &req)
-			if err != nil {
+			}); err != nil {
 				return fmt.Errorf("create endpoint: %w", err)
 			}
 			return printEndpoints(cmd.OutOrStdout(), out, []*apiv1.Endpoint{ep})
@@ -75,14 +72,10 @@ func newEndpointDeleteCommand(client *agentClient) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, closeFn, err := client.dial()
-			if err != nil {
+			if err := client.call(cmd.Context(), func(ctx context.Context, c apiv1.AgentClient) error {
+				_, err := c.DeleteEndpoint(ctx, &apiv1.DeleteEndpointRequest{Id: id})
 				return err
-			}
-			defer closeFn()
-			ctx, cancel := requestContext(cmd.Context())
-			defer cancel()
-			if _, err := c.DeleteEndpoint(ctx, &apiv1.DeleteEndpointRequest{Id: id}); err != nil {
+			}); err != nil {
 				return fmt.Errorf("delete endpoint %d: %w", id, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "endpoint %d deleted\n", id)
@@ -100,15 +93,11 @@ func newEndpointListCommand(client *agentClient) *cobra.Command {
 	}
 	out := addOutputFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, closeFn, err := client.dial()
-		if err != nil {
+		var resp *apiv1.ListEndpointsResponse
+		if err := client.call(cmd.Context(), func(ctx context.Context, c apiv1.AgentClient) (err error) {
+			resp, err = c.ListEndpoints(ctx, &apiv1.ListEndpointsRequest{})
 			return err
-		}
-		defer closeFn()
-		ctx, cancel := requestContext(cmd.Context())
-		defer cancel()
-		resp, err := c.ListEndpoints(ctx, &apiv1.ListEndpointsRequest{})
-		if err != nil {
+		}); err != nil {
 			return fmt.Errorf("list endpoints: %w", err)
 		}
 		return printEndpoints(cmd.OutOrStdout(), *out, resp.GetEndpoints())
@@ -128,15 +117,11 @@ func newEndpointGetCommand(client *agentClient) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		c, closeFn, err := client.dial()
-		if err != nil {
+		var ep *apiv1.Endpoint
+		if err := client.call(cmd.Context(), func(ctx context.Context, c apiv1.AgentClient) (err error) {
+			ep, err = c.GetEndpoint(ctx, &apiv1.GetEndpointRequest{Id: id})
 			return err
-		}
-		defer closeFn()
-		ctx, cancel := requestContext(cmd.Context())
-		defer cancel()
-		ep, err := c.GetEndpoint(ctx, &apiv1.GetEndpointRequest{Id: id})
-		if err != nil {
+		}); err != nil {
 			return fmt.Errorf("get endpoint %d: %w", id, err)
 		}
 		return printEndpoints(cmd.OutOrStdout(), *out, []*apiv1.Endpoint{ep})

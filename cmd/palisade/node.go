@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -25,15 +26,11 @@ func newNodeCommand() *cobra.Command {
 	}
 	out := addOutputFlag(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, closeFn, err := client.dial()
-		if err != nil {
+		var resp *apiv1.ListNodesResponse
+		if err := client.call(cmd.Context(), func(ctx context.Context, c apiv1.AgentClient) (err error) {
+			resp, err = c.ListNodes(ctx, &apiv1.ListNodesRequest{})
 			return err
-		}
-		defer closeFn()
-		ctx, cancel := requestContext(cmd.Context())
-		defer cancel()
-		resp, err := c.ListNodes(ctx, &apiv1.ListNodesRequest{})
-		if err != nil {
+		}); err != nil {
 			return fmt.Errorf("list nodes: %w", err)
 		}
 		return out.render(cmd.OutOrStdout(), resp.GetNodes(), func(w io.Writer) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -19,15 +20,11 @@ func newStatusCommand() *cobra.Command {
 	client := addAgentClientFlags(cmd)
 	out := addOutputFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, closeFn, err := client.dial()
-		if err != nil {
+		var st *apiv1.StatusResponse
+		if err := client.call(cmd.Context(), func(ctx context.Context, c apiv1.AgentClient) (err error) {
+			st, err = c.Status(ctx, &apiv1.StatusRequest{})
 			return err
-		}
-		defer closeFn()
-		ctx, cancel := requestContext(cmd.Context())
-		defer cancel()
-		st, err := c.Status(ctx, &apiv1.StatusRequest{})
-		if err != nil {
+		}); err != nil {
 			return fmt.Errorf("agent status: %w", err)
 		}
 		return out.render(cmd.OutOrStdout(), st, func(w io.Writer) {
