@@ -644,3 +644,90 @@ func TestAllocator_RestoresReferencesAfterLeaseLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAllocator_PartitionedNodeComesBack: a node cut off from etcd for longer than its lease TTL
+// loses its references; GC reclaims the identities only it held; one of those numbers goes to
+// other labels. When the node is back it restores what it can with create-only writes, and
+// reports the identity whose number was taken without overwriting it.
+func TestAllocator_PartitionedNodeComesBack(t *testing.T) {
+	srv := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, srv)
+	lost := make(chan Identity, 4)
+	a, _ := newTestAllocator(t, proxy, "node-a", withLeaseTTL(2*time.Second), withRange(1000, 1002),
+		withOnLost(func(i Identity) { lost <- i }))
+	b, kv := newTestAllocator(t, srv, "node-b", withRange(1000, 1002))
+	ctx := testCtx(t, 60*time.Second)
+	kept, taken := labelSet(t, 1), labelSet(t, 2)
+	idKept, _, err := a.Allocate(ctx, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idTaken, _, err := a.Allocate(ctx, taken)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.Cut()
+	eventually(t, 20*time.Second, "node-a's references to expire", func() bool {
+		return len(readStore(t, kv).refs) == 0
+	})
+	gc := newTestGC(t, kv, GCConfig{})
+	for range 2 {
+		if _, err := gc.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(readStore(t, kv).masters); n != 0 {
+		t.Fatalf("GC left %d identities nobody references", n)
+	}
+	// Node-b fills the range with other labels, except one number: the one node-a held for kept.
+	var others []Labels
+	for i := 10; len(others) < 2; i++ {
+		lbls := labelSet(t, i)
+		id, _, err := b.Allocate(ctx, lbls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id == idKept {
+			// Give the number back and try other labels, so that idTaken is the one reused.
+			if _, err := b.Release(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Txn(ctx, nil, []kvstore.Op{kvstore.OpDelete(masterKey(id)), kvstore.OpDelete(valueKey(lbls.Digest()))}, nil); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		others = append(others, lbls)
+	}
+	before := readStore(t, kv)
+
+	proxy.Restore()
+	select {
+	case got := <-lost:
+		if got.ID != idTaken || !got.Labels.Equal(taken) {
+			t.Fatalf("lost %d (%s), want %d (%s)", got.ID, got.Labels, idTaken, taken)
+		}
+	case <-ctx.Done():
+		t.Fatal("node-a did not report the identity whose number was taken")
+	}
+	eventually(t, 20*time.Second, "node-a to restore the identity nobody took", func() bool {
+		st := readStore(t, kv)
+		return st.masters[idKept].Equal(kept) && strings.Join(st.refs[idKept], ",") == "node-a"
+	})
+	after := readStore(t, kv)
+	after.checkConsistent(t)
+	for id, lbls := range before.masters {
+		if !after.masters[id].Equal(lbls) {
+			t.Fatalf("identity %d of node-b changed from %s to %s", id, lbls, after.masters[id])
+		}
+	}
+	if _, ok := a.Held()[idTaken]; ok {
+		t.Fatal("node-a still holds the lost identity")
+	}
+	select {
+	case extra := <-lost:
+		t.Fatalf("also lost %+v", extra)
+	default:
+	}
+}
