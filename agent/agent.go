@@ -45,6 +45,7 @@ type Agent struct {
 	hub     *monitor.Hub
 	routes  *nodeRoutes
 	policy  *policyState
+	l7      *l7Proxy
 	metrics *metrics
 	started time.Time
 
@@ -162,6 +163,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.policy, err = newPolicyState(a); err != nil {
 		return nil, err
 	}
+	if a.l7, err = newL7Proxy(a); err != nil {
+		return nil, err
+	}
 	a.metrics = newMetrics(a)
 	ok = true
 	return a, nil
@@ -237,6 +241,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) closeResources() {
 	a.stopRun()
 	a.bg.Wait()
+	a.l7.close()
 	if a.alloc != nil {
 		a.alloc.Close()
 	}

@@ -259,6 +259,7 @@ func (a *Agent) DeleteEndpoint(ctx context.Context, id uint32) error {
 	if err := a.dp.DeletePolicy(id); err != nil {
 		errs = append(errs, err)
 	}
+	a.l7.removeEndpoint(id)
 	if _, err := a.dp.Conntrack().FlushEndpoint(id); err != nil {
 		errs = append(errs, err)
 	}
@@ -363,6 +364,7 @@ func (a *Agent) restoreEndpoint(ctx context.Context, ep *endpoint) error {
 // forgetEndpoint drops the state of an endpoint whose namespace or link disappeared while the
 // agent was down.
 func (a *Agent) forgetEndpoint(rec endpointRecord) {
+	a.l7.removeEndpoint(rec.ID)
 	_ = a.dp.DetachEndpoint(rec.ID)
 	_ = a.dp.DeletePolicy(rec.ID)
 	_ = a.ipam.Release(rec.IPv4)

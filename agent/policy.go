@@ -231,7 +231,15 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
 		return a.endpointFailed(ep, fmt.Errorf("identity %d is not registered with the policy engine", id))
 	}
 	rev := eng.Revision()
-	entries, unenforced := datapathEntries(ms)
+	// The proxy's listeners and rules are in place before the datapath sends flows to them.
+	proxyPorts, err := a.l7.prepare(ep, ms)
+	if err != nil {
+		return a.endpointFailed(ep, err)
+	}
+	entries, _ := datapathEntries(ms)
+	entries = append(entries, withProxyPorts(proxyPorts)...)
+	slices.SortFunc(entries, compareEntries)
+	unenforced := unenforcedL7(ms, proxyPorts)
 	a.mu.Lock()
 	same := slices.Equal(entries, ep.applied)
 	a.mu.Unlock()
@@ -241,13 +249,14 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
 		}
 		outcome = "applied"
 	}
+	a.l7.release(ep, proxyPorts)
 	a.mu.Lock()
 	ep.applied = entries
 	ep.revision = rev
 	ep.ingressOn, ep.egressOn, _ = eng.Enforcement(id)
 	ep.state, ep.lastErr = stateReady, ""
 	if unenforced > 0 {
-		ep.lastErr = fmt.Sprintf("%d L7 rule entries need the L7 proxy, which this agent does not run: their traffic is dropped", unenforced)
+		ep.lastErr = fmt.Sprintf("%d L7 rule entries cannot go through the L7 proxy (it takes ingress TCP only): their traffic is dropped", unenforced)
 	}
 	a.mu.Unlock()
 	return nil

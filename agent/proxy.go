@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+
+	"github.com/palisade-mesh/palisade/bpf"
+	"github.com/palisade-mesh/palisade/monitor"
+	"github.com/palisade-mesh/palisade/policy"
+	"github.com/palisade-mesh/palisade/proxy"
+
+	// Generic L7 parsers selectable with l7proto.
+	_ "github.com/palisade-mesh/palisade/proxy/parser/r2d2"
+)
+
+// Proxy ports are keys of the datapath's SOCKHASH, one per endpoint and redirected port range;
+// they are not the listeners' own ports (those are ephemeral, inside the endpoint's namespace).
+const (
+	firstProxyPort = 10000
+	lastProxyPort  = 60000
+)
+
+// proxyKey is one redirected port range of one endpoint.
+type proxyKey struct {
+	endpoint      uint32
+	port, endPort uint16
+}
+
+// l7Proxy wires the in-process L7 proxy to the endpoints: it allocates proxy ports, opens the
+// per-endpoint listeners in their namespaces, registers them with the datapath and hands the
+// proxy each endpoint's computed policy.
+type l7Proxy struct {
+	a     *Agent
+	proxy *proxy.Proxy
+
+	mu    sync.Mutex
+	ports map[proxyKey]uint16
+	used  map[uint16]proxyKey
+	next  uint16
+}
+
+func newL7Proxy(a *Agent) (*l7Proxy, error) {
+	p, err := proxy.New(proxy.Options{
+		SourceIdentity: func(addr netip.Addr) (uint32, bool) {
+			id, err := a.dp.LookupIPCache(addr)
+			return id, err == nil
+		},
+		Publish: func(ev monitor.Event) {
+			ev.Node = a.cfg.NodeName
+			a.hub.Publish(ev)
+		},
+		Logger: a.log.With("component", "proxy"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &l7Proxy{a: a, proxy: p, ports: map[proxyKey]uint16{}, used: map[uint16]proxyKey{}, next: firstProxyPort}, nil
+}
+
+// redirectable reports whether the datapath can send a MapState key's traffic to the proxy:
+// ingress TCP only (see package bpf).
+func redirectable(k policy.Key) bool {
+	return k.Direction == policy.Ingress && (k.Proto == policy.ProtoTCP || k.Proto == policy.ProtoAny)
+}
+
+// prepare makes sure the endpoint has a registered listener for every redirected key of ms and
+// gives the proxy the new policy. It returns the proxy port of each key, for datapathEntries.
+// Call release after the datapath has the new entries.
+func (l *l7Proxy) prepare(ep *endpoint, ms policy.MapState) (map[policy.Key]uint16, error) {
+	var keys []policy.Key
+	for _, k := range ms.Keys() {
+		if v := ms[k]; v.Redirect && !v.Deny && redirectable(k) && !coveredByAllow(ms, k) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		if pe := l.existing(ep.rec.ID); pe != nil {
+			pe.SetPolicy(ms)
+		}
+		return nil, nil
+	}
+	pe, err := l.proxy.Endpoint(proxy.EndpointConfig{ID: ep.rec.ID, Identity: uint32(ep.rec.Identity), Netns: proxy.Netns{Path: ep.rec.NetnsPath}})
+	if err != nil {
+		return nil, err
+	}
+	pe.SetPolicy(ms)
+	out := make(map[policy.Key]uint16, len(keys))
+	for _, k := range keys {
+		port, err := l.allocate(proxyKey{endpoint: ep.rec.ID, port: k.Port, endPort: k.EndPort})
+		if err != nil {
+			return nil, err
+		}
+		ln, err := pe.Listen(port)
+		if err != nil {
+			return nil, err
+		}
+		if err := l.a.dp.RegisterProxySocket(port, ln); err != nil {
+			pe.CloseListener(port)
+			return nil, err
+		}
+		out[k] = port
+	}
+	return out, nil
+}
+
+// existing returns the proxy endpoint if it has one, without creating it.
+func (l *l7Proxy) existing(id uint32) *proxy.Endpoint {
+	l.mu.Lock()
+	has := false
+	for k := range l.ports {
+		if k.endpoint == id {
+			has = true
+			break
+		}
+	}
+	l.mu.Unlock()
+	if !has {
+		return nil
+	}
+	pe, err := l.proxy.Endpoint(proxy.EndpointConfig{ID: id})
+	if err != nil {
+		return nil
+	}
+	return pe
+}
+
+// release closes the endpoint's listeners whose ports the datapath no longer uses.
+func (l *l7Proxy) release(ep *endpoint, inUse map[policy.Key]uint16) {
+	keep := map[uint16]bool{}
+	for _, p := range inUse {
+		keep[p] = true
+	}
+	l.mu.Lock()
+	var drop []uint16
+	for k, p := range l.ports {
+		if k.endpoint == ep.rec.ID && !keep[p] {
+			drop = append(drop, p)
+			delete(l.ports, k)
+			delete(l.used, p)
+		}
+	}
+	l.mu.Unlock()
+	if len(drop) == 0 {
+		return
+	}
+	pe, err := l.proxy.Endpoint(proxy.EndpointConfig{ID: ep.rec.ID, Identity: uint32(ep.rec.Identity)})
+	if err != nil {
+		return
+	}
+	for _, p := range drop {
+		if err := l.a.dp.UnregisterProxySocket(p); err != nil {
+			l.a.log.Warn("unregister proxy socket", "endpoint", ep.rec.ID, "proxy_port", p, "error", err)
+		}
+		pe.CloseListener(p)
+	}
+	if len(keep) == 0 {
+		l.proxy.RemoveEndpoint(ep.rec.ID)
+	}
+}
+
+// removeEndpoint closes everything the proxy holds for a deleted endpoint.
+func (l *l7Proxy) removeEndpoint(id uint32) {
+	l.mu.Lock()
+	var ports []uint16
+	for k, p := range l.ports {
+		if k.endpoint == id {
+			ports = append(ports, p)
+			delete(l.ports, k)
+			delete(l.used, p)
+		}
+	}
+	l.mu.Unlock()
+	for _, p := range ports {
+		_ = l.a.dp.UnregisterProxySocket(p)
+	}
+	l.proxy.RemoveEndpoint(id)
+}
+
+func (l *l7Proxy) allocate(k proxyKey) (uint16, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p, ok := l.ports[k]; ok {
+		return p, nil
+	}
+	for range lastProxyPort - firstProxyPort + 1 {
+		p := l.next
+		l.next++
+		if l.next > lastProxyPort {
+			l.next = firstProxyPort
+		}
+		if _, taken := l.used[p]; !taken {
+			l.ports[k], l.used[p] = p, k
+			return p, nil
+		}
+	}
+	return 0, errors.New("no free proxy port")
+}
+
+func (l *l7Proxy) close() {
+	if l != nil {
+		_ = l.proxy.Close()
+	}
+}
+
+// withProxyPorts sets the proxy port of the datapath entries of redirected keys. Entries of a key
+// whose expansion is not TCP (UDP, SCTP from an any-protocol key) stay out: the proxy cannot
+// take them, and leaving them out drops that traffic rather than passing it unchecked.
+func withProxyPorts(ports map[policy.Key]uint16) []bpf.PolicyEntry {
+	var extra []bpf.PolicyEntry
+	for k, port := range ports {
+		extra = append(extra, bpf.PolicyEntry{
+			Identity:  uint32(k.Identity),
+			Direction: bpf.Ingress,
+			Protocol:  bpf.ProtoTCP,
+			Port:      k.Port,
+			EndPort:   k.EndPort,
+			ProxyPort: port,
+		})
+	}
+	return extra
+}
+
+// unenforcedL7 counts redirect entries the proxy cannot serve (egress, UDP, SCTP): their traffic
+// is dropped.
+func unenforcedL7(ms policy.MapState, ports map[policy.Key]uint16) int {
+	n := 0
+	for k, v := range ms {
+		if _, served := ports[k]; v.Redirect && !v.Deny && !served && !coveredByAllow(ms, k) {
+			n++
+		}
+	}
+	return n
+}
