@@ -23,6 +23,8 @@ enforces Cilium-compatible L3/L4/L7 policy between them, within and across clust
 	root.AddCommand(newPolicyCommand())
 	root.AddCommand(newKvstoreCommand())
 	root.AddCommand(newBPFCommand())
+	root.AddCommand(newCertsCommand())
+	root.AddCommand(newClustermeshCommand())
 	return root
 }
 
