@@ -48,6 +48,7 @@ type Agent struct {
 	l7      *l7Proxy
 	metrics *metrics
 	started time.Time
+	health  healthState // gossip membership (health.go)
 
 	// session holds the node's leased keys (node entry, ipcache entries); replaced when lost.
 	sessionMu sync.Mutex
@@ -201,6 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	goFn("session", a.keepSession)
 	goFn("nodes", a.watchNodes)
+	goFn("health", a.runHealth)
 	goFn("ipcache", a.watchIPCache)
 	goFn("identities", a.watchIdentities)
 	goFn("policies", a.watchPolicies)
@@ -343,11 +345,12 @@ func (a *Agent) leaseFor(ctx context.Context) (kvstore.LeaseID, error) {
 
 func (a *Agent) registerNode(ctx context.Context) error {
 	info := NodeInfo{
-		Name:     a.cfg.NodeName,
-		Cluster:  a.cfg.ClusterName,
-		IPs:      []string{a.cfg.NodeIP.String()},
-		PodCIDRs: []string{a.cfg.PodCIDR.String()},
-		Version:  Version,
+		Name:       a.cfg.NodeName,
+		Cluster:    a.cfg.ClusterName,
+		IPs:        []string{a.cfg.NodeIP.String()},
+		PodCIDRs:   []string{a.cfg.PodCIDR.String()},
+		HealthAddr: a.healthAddr(),
+		Version:    Version,
 	}
 	raw, err := json.Marshal(info)
 	if err != nil {
@@ -386,7 +389,7 @@ func (a *Agent) Nodes(ctx context.Context) ([]*apiv1.Node, error) {
 			State: "registered", Version: n.Version, Local: n.Name == a.cfg.NodeName,
 		})
 	}
-	return out, nil
+	return a.withHealth(out), nil
 }
 
 // forwardEvents turns datapath verdicts into monitor events.

@@ -50,6 +50,12 @@ type Config struct {
 	MetricsAddr string `json:"metricsAddr,omitempty"`
 	// LabelPatterns selects the security-relevant labels (see identity.Filter).
 	LabelPatterns []string `json:"labelPatterns,omitempty"`
+	// HealthPort is the gossip port (TCP and UDP) on NodeIP where the cluster's agents watch each
+	// other's liveness (default 7946).
+	HealthPort int `json:"healthPort,omitempty"`
+	// HealthKeyFile holds the gossip key set (JSON, see health.KeySet); when empty the key set is
+	// the cluster's, in etcd under health/keys, created by the first agent.
+	HealthKeyFile string `json:"healthKeyFile,omitempty"`
 	// PolicyAllClusters makes peer selectors without a cluster label match every cluster of the
 	// mesh instead of only the local one (Cilium's historic behaviour).
 	PolicyAllClusters bool `json:"policyAllClusters,omitempty"`
@@ -61,6 +67,7 @@ const (
 	DefaultSocketPath = "/run/palisade/agent.sock"
 	DefaultBPFPinDir  = "/sys/fs/bpf/palisade"
 	DefaultLeaseTTL   = 15 * time.Second
+	DefaultHealthPort = 7946
 )
 
 // LoadConfigFile reads a YAML (or JSON) config file strictly: unknown fields are errors.
@@ -96,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = DefaultLeaseTTL
 	}
+	if c.HealthPort == 0 {
+		c.HealthPort = DefaultHealthPort
+	}
 	if len(c.KvstoreEndpoints) == 0 {
 		c.KvstoreEndpoints = []string{"http://127.0.0.1:2379"}
 	}
@@ -127,6 +137,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("lease TTL %s: at least 2s", c.LeaseTTL))
+	}
+	if c.HealthPort < 1 || c.HealthPort > 65535 {
+		errs = append(errs, fmt.Errorf("--health-port %d: out of range", c.HealthPort))
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("--state-dir %q: must be an absolute path", c.StateDir))

@@ -514,7 +514,7 @@ func (a *Agent) Status(ctx context.Context) *apiv1.StatusResponse {
 	}
 	dpMsg := fmt.Sprintf("eBPF, pinned at %s", a.dp.PinDir())
 	out.Datapath = &apiv1.ComponentStatus{Name: "datapath", Ok: true, Message: dpMsg}
-	out.Health = &apiv1.ComponentStatus{Name: "health", Ok: true, Message: "gossip health not enabled"}
+	out.Health = a.healthStatus(ctx)
 	for _, ep := range a.Endpoints() {
 		out.Endpoints++
 		if ep.State == stateReady {

@@ -91,6 +91,8 @@ values of --config.`,
 	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", agent.DefaultBPFPinDir, "bpffs directory for pinned maps and links")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9962)")
 	fs.StringSliceVar(&cfg.LabelPatterns, "labels", nil, "security-relevant label patterns (regex, !regex excludes)")
+	fs.IntVar(&cfg.HealthPort, "health-port", agent.DefaultHealthPort, "gossip health port (TCP and UDP) on the node address")
+	fs.StringVar(&cfg.HealthKeyFile, "health-key-file", "", "gossip key set file (JSON {primary, keys}); default: the cluster's key in etcd")
 	fs.BoolVar(&cfg.PolicyAllClusters, "policy-all-clusters", false, "peer selectors without a cluster label select every cluster")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -124,6 +126,7 @@ func mergeAgentConfig(file, flags agent.Config, cmd *cobra.Command) agent.Config
 		"socket":            {&out.SocketPath, &flags.SocketPath},
 		"bpf-pin-dir":       {&out.BPFPinDir, &flags.BPFPinDir},
 		"metrics-addr":      {&out.MetricsAddr, &flags.MetricsAddr},
+		"health-key-file":   {&out.HealthKeyFile, &flags.HealthKeyFile},
 	} {
 		if set(name) || *pair[0] == "" {
 			*pair[0] = *pair[1]
@@ -131,6 +134,9 @@ func mergeAgentConfig(file, flags agent.Config, cmd *cobra.Command) agent.Config
 	}
 	if set("lease-ttl") || out.LeaseTTL == 0 {
 		out.LeaseTTL = flags.LeaseTTL
+	}
+	if set("health-port") || out.HealthPort == 0 {
+		out.HealthPort = flags.HealthPort
 	}
 	if set("labels") {
 		out.LabelPatterns = flags.LabelPatterns

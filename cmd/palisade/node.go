@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,17 +35,34 @@ func newNodeCommand() *cobra.Command {
 			return fmt.Errorf("list nodes: %w", err)
 		}
 		return out.render(cmd.OutOrStdout(), resp.GetNodes(), func(w io.Writer) {
-			fmt.Fprintln(w, "NAME\tCLUSTER\tADDRESS\tPOD CIDR\tSTATE\tVERSION")
+			fmt.Fprintln(w, "NAME\tADDRESS\tSTATE\tSINCE\tRTT\tPOD CIDR\tVERSION")
+			now := time.Now()
 			for _, n := range resp.GetNodes() {
 				name := n.GetName()
 				if n.GetLocal() {
 					name += " (this node)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", name, n.GetCluster(), strings.Join(n.GetAddresses(), ","),
-					strings.Join(n.GetPodCidrs(), ","), n.GetState(), n.GetVersion())
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, strings.Join(n.GetAddresses(), ","), n.GetState(),
+					nodeSince(n, now), nodeRTT(n), strings.Join(n.GetPodCidrs(), ","), n.GetVersion())
 			}
 		})
 	}
 	cmd.AddCommand(list)
 	return cmd
+}
+
+// nodeSince shows how long a node has been in its state, e.g. "12s ago".
+func nodeSince(n *apiv1.Node, now time.Time) string {
+	if n.GetSince() == nil {
+		return "-"
+	}
+	return now.Sub(n.GetSince().AsTime()).Round(time.Second).String() + " ago"
+}
+
+// nodeRTT shows this node's last probe round trip to n.
+func nodeRTT(n *apiv1.Node) string {
+	if n.GetRtt() == nil {
+		return "-"
+	}
+	return n.GetRtt().AsDuration().Round(time.Microsecond).String()
 }
