@@ -1,0 +1,211 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/palisade-mesh/palisade/internal/demo"
+	"github.com/palisade-mesh/palisade/test/topology"
+)
+
+// buildPalisade compiles the palisade binary once per test binary run.
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func palisadeBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "palisade-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "palisade")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/palisade-mesh/palisade/cmd/palisade").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// agentProc is one `palisade agent` running in a node namespace.
+type agentProc struct {
+	t      *testing.T
+	node   *topology.Node
+	args   []string
+	socket string
+	pinDir string
+	log    *lockedBuffer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startAgent(t *testing.T, node *topology.Node, cluster string, clusterID int, kvEndpoint, dir string) *agentProc {
+	t.Helper()
+	a := &agentProc{
+		t:      t,
+		node:   node,
+		socket: filepath.Join(dir, node.Name+".sock"),
+		pinDir: fmt.Sprintf("/sys/fs/bpf/pal-l7-%d-%s", os.Getpid(), node.Name),
+		log:    &lockedBuffer{},
+	}
+	a.args = []string{"agent",
+		"--cluster-name", cluster, "--cluster-id", fmt.Sprint(clusterID),
+		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
+		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
+		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.socket, "--bpf-pin-dir", a.pinDir,
+		"--log-level", "debug", 
+	}
+	t.Cleanup(func() {
+		a.stop(syscall.SIGTERM)
+		// The datapath outlives the agent by design; the test removes it.
+		if err := os.RemoveAll(a.pinDir); err != nil {
+			t.Errorf("remove pins %s: %v", a.pinDir, err)
+		}
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", node.Name, a.log.String())
+		}
+	})
+	a.start()
+	return a
+}
+
+func (a *agentProc) start() {
+	a.t.Helper()
+	cmd := a.node.NS.Command(context.Background(), palisadeBinary(a.t), a.args...)
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	if err := a.node.NS.Start(cmd); err != nil {
+		a.t.Fatalf("start agent on %s: %v", a.node.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	a.mu.Lock()
+	a.cmd, a.done = cmd, done
+	a.mu.Unlock()
+	a.waitReady()
+}
+
+// waitReady waits until the agent answers `palisade status`.
+func (a *agentProc) waitReady() {
+	a.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := a.cli("status"); err == nil {
+			return
+		}
+		select {
+		case <-a.done:
+			a.t.Fatalf("agent on %s exited:\n%s", a.node.Name, a.log.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	a.t.Fatalf("agent on %s not ready after 60s:\n%s", a.node.Name, a.log.String())
+}
+
+func (a *agentProc) stop(sig syscall.Signal) {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// cli runs a palisade CLI command against this agent's socket.
+func (a *agentProc) cli(args ...string) (string, error) {
+	args = append(args, "--socket", a.socket)
+	out, err := exec.Command(palisadeBinary(a.t), args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("palisade %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// serveDeathstar serves the deathstar API on port 80 inside the namespace until the test ends.
+func serveDeathstar(t *testing.T, ns *topology.Namespace, name string) {
+	t.Helper()
+	ln, err := ns.Listen("tcp4", ":80")
+	if err != nil {
+		t.Fatalf("deathstar listen: %v", err)
+	}
+	srv := &http.Server{Handler: demo.DeathstarHandler(name), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// nsHTTPClient makes HTTP requests from inside a namespace, a new connection per request.
+func nsHTTPClient(ns *topology.Namespace, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return ns.DialContext(ctx, &net.Dialer{Timeout: timeout}, network, addr)
+			},
+		},
+	}
+}
+
+// land sends the tiefighter's request and returns the response body, or the error.
+func land(c *http.Client, ip string) (string, error) {
+	resp, err := c.Post("http://"+ip+"/v1/request-landing", "text/plain", nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}

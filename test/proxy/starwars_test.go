@@ -1,0 +1,226 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/palisade-mesh/palisade/internal/testenv"
+	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/test/topology"
+)
+
+type createdEndpoint struct {
+	ID       uint32 `json:"id"`
+	IPv4     string `json:"ipv4"`
+	Identity uint32 `json:"identity"`
+	State    string `json:"state"`
+}
+
+func createEndpoint(t *testing.T, a *agentProc, ns *topology.Namespace, labels string) createdEndpoint {
+	t.Helper()
+	out, err := a.cli("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []createdEndpoint
+	if err := json.Unmarshal([]byte(out), &eps); err != nil || len(eps) != 1 {
+		t.Fatalf("endpoint create output %q: %v", out, err)
+	}
+	return eps[0]
+}
+
+func importPolicy(t *testing.T, kvEndpoint, path string) {
+	t.Helper()
+	out, err := exec.Command(palisadeBinary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
+	if err != nil {
+		t.Fatalf("policy import: %v\n%s", err, out)
+	}
+}
+
+func namespace(t *testing.T, topo *topology.Topology, role string) *topology.Namespace {
+	t.Helper()
+	ns, err := topo.AddNamespace(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// request sends one request and returns status and body.
+func request(c *http.Client, method, url string) (int, string, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// l7Line is the part of a `palisade monitor -o json` line the tests look at.
+type l7Line struct {
+	Type    string `json:"type"`
+	Verdict string `json:"verdict"`
+	Source  struct {
+		Identity uint32 `json:"identity"`
+	} `json:"source"`
+	Destination struct {
+		Identity uint32 `json:"identity"`
+		Endpoint uint16 `json:"endpoint"`
+	} `json:"destination"`
+	L7 *struct {
+		Protocol string            `json:"protocol"`
+		Method   string            `json:"method"`
+		Path     string            `json:"path"`
+		Status   int               `json:"status"`
+		Fields   map[string]string `json:"fields"`
+	} `json:"l7"`
+}
+
+type monitorWatch struct {
+	mu     sync.Mutex
+	events []l7Line
+}
+
+func (m *monitorWatch) seen(match func(l7Line) bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ev := range m.events {
+		if match(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// watchMonitor runs `palisade monitor -o json` with args against the agent until the test ends.
+func watchMonitor(t *testing.T, a *agentProc, args ...string) *monitorWatch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, palisadeBinary(t), append([]string{"monitor", "-o", "json", "--socket", a.socket}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m := &monitorWatch{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev l7Line
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				m.mu.Lock()
+				m.events = append(m.events, ev)
+				m.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = cmd.Wait()
+	})
+	time.Sleep(300 * time.Millisecond) // let the subscription reach the agent
+	return m
+}
+
+// TestL7_StarWars runs examples/starwars/l7.yaml on two nodes with real agents: the deathstar on
+// n1, the ships on n2. The tiefighter lands, its PUT on the exhaust port gets 403 from the proxy
+// on the same keep-alive connection, the maintenance droid's PUT reaches the deathstar, the xwing
+// is still dropped at L3/L4, and every request is in `palisade monitor --type l7`.
+func TestL7_StarWars(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := etcdtest.SocketDir(t)
+	etcd := etcdtest.StartRestartable(t)
+	kvEndpoint := etcd.Endpoints()[1]
+
+	topo := topology.NewForTest(t, topology.Options{})
+	n1, n2 := topo.MustAddNode(t, "n1"), topo.MustAddNode(t, "n2")
+	a1 := startAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
+	a2 := startAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
+
+	dsNS, tieNS, droidNS, xwingNS := namespace(t, topo, "ds"), namespace(t, topo, "tie"), namespace(t, topo, "droid"), namespace(t, topo, "xwing")
+	ds := createEndpoint(t, a1, dsNS, "org=empire,class=deathstar")
+	tie := createEndpoint(t, a2, tieNS, "org=empire,class=tiefighter")
+	droid := createEndpoint(t, a2, droidNS, "org=empire,class=maintenance-droid")
+	createEndpoint(t, a2, xwingNS, "org=alliance,class=xwing")
+	serveDeathstar(t, dsNS, "deathstar")
+
+	// One keep-alive client per ship: the verdicts are per request, not per connection.
+	keepAlive := func(ns *topology.Namespace) *http.Client {
+		c := nsHTTPClient(ns, 3*time.Second)
+		c.Transport.(*http.Transport).DisableKeepAlives = false
+		return c
+	}
+	tieHTTP, droidHTTP, xwingHTTP := keepAlive(tieNS), keepAlive(droidNS), nsHTTPClient(xwingNS, 2*time.Second)
+	base := "http://" + ds.IPv4
+
+	l7 := watchMonitor(t, a1, "--type", "l7")
+	importPolicy(t, kvEndpoint, "../../examples/starwars/l7.yaml")
+	waitFor(t, 15*time.Second, "the exhaust port to be closed to the tiefighter", func() bool {
+		status, _, _ := request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port")
+		return status == http.StatusForbidden
+	})
+	for range 3 {
+		if status, body, err := request(tieHTTP, http.MethodPost, base+"/v1/request-landing"); err != nil || status != 200 || body != "Ship landed\n" {
+			t.Fatalf("tiefighter landing: %d %q %v", status, body, err)
+		}
+		if status, body, err := request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port"); err != nil || status != http.StatusForbidden || body != "Access denied\r\n" {
+			t.Fatalf("tiefighter exhaust port: %d %q %v", status, body, err)
+		}
+	}
+	if status, body, err := request(droidHTTP, http.MethodPut, base+"/v1/exhaust-port"); err != nil || status != http.StatusServiceUnavailable || !strings.Contains(body, "exploded") {
+		t.Fatalf("droid exhaust port: %d %q %v", status, body, err)
+	}
+	if status, _, err := request(droidHTTP, http.MethodPost, base+"/v1/request-landing"); err != nil || status != http.StatusForbidden {
+		t.Fatalf("droid landing: %d %v, want 403", status, err)
+	}
+	if _, _, err := request(xwingHTTP, http.MethodPost, base+"/v1/request-landing"); err == nil {
+		t.Fatal("the xwing got an answer: it must be dropped at L3/L4")
+	}
+	waitFor(t, 5*time.Second, "l7 events for the tiefighter's denied PUT and the droid's allowed PUT", func() bool {
+		return l7.seen(func(ev l7Line) bool {
+			return ev.Type == "l7" && ev.Verdict == "denied" && ev.Source.Identity == tie.Identity && ev.Destination.Identity == ds.Identity &&
+				ev.L7 != nil && ev.L7.Method == "PUT" && ev.L7.Path == "/v1/exhaust-port" && ev.L7.Status == 403
+		}) && l7.seen(func(ev l7Line) bool {
+			return ev.Verdict == "allowed" && ev.Source.Identity == droid.Identity && ev.L7 != nil && ev.L7.Status == 503
+		})
+	})
+
+	// Removing the policy takes the proxy out of the path: the PUT reaches the deathstar.
+	out, err := exec.Command(palisadeBinary(t), "policy", "delete", "-f", "../../examples/starwars/l7.yaml", "--kvstore-endpoints", kvEndpoint).CombinedOutput()
+	if err != nil {
+		t.Fatalf("policy delete: %v\n%s", err, out)
+	}
+	waitFor(t, 15*time.Second, "the tiefighter's PUT to reach the deathstar after the policy is gone", func() bool {
+		status, _, _ := request(nsHTTPClient(tieNS, 2*time.Second), http.MethodPut, base+"/v1/exhaust-port")
+		return status == http.StatusServiceUnavailable
+	})
+}
