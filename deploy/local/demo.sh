@@ -62,4 +62,31 @@ head -4 "$D/drops.txt"
 step "Endpoints of node1 (palisade endpoint list)"
 "$B" endpoint list --socket "$D/node1.sock"
 
+step "Replace it with examples/starwars/l7.yaml: the tiefighter may only POST /v1/request-landing"
+grep -A3 'http:' examples/starwars/l7.yaml | head -4
+"$B" policy delete -f examples/starwars/l3-l4.yaml "${KV[@]}"
+"$B" policy import -f examples/starwars/l7.yaml "${KV[@]}"
+"$B" monitor --type l7 --socket "$D/node1.sock" > "$D/l7.txt" 2>&1 &
+monitor=$!
+for _ in $(seq 50); do
+  dev request --from tiefighter --to deathstar-1 -X PUT /v1/exhaust-port --timeout 1s | grep -q "403" && break
+  sleep 0.2
+done
+
+step "Through the L7 proxy: requests are judged one by one"
+for ds in deathstar-1 deathstar-2; do
+  printf '%-12s %-12s %-28s %s\n' tiefighter "$ds" "POST /v1/request-landing" \
+    "$(dev request --from tiefighter --to "$ds" -X POST /v1/request-landing --timeout 2s | sed 's/.*: //')"
+  printf '%-12s %-12s %-28s %s\n' tiefighter "$ds" "PUT /v1/exhaust-port" \
+    "$(dev request --from tiefighter --to "$ds" -X PUT /v1/exhaust-port --timeout 2s | tr -d '\r' | sed 's/.*: //')"
+done
+printf '%-12s %-12s %-28s %s\n' xwing deathstar-1 "POST /v1/request-landing" \
+  "$(dev request --from xwing --to deathstar-1 -X POST /v1/request-landing --timeout 2s | sed 's/.*: //')"
+sleep 0.5
+kill "$monitor" 2>/dev/null || true
+wait "$monitor" 2>/dev/null || true
+
+step "The proxy's access log on node1 (palisade monitor --type l7)"
+grep -v "^$" "$D/l7.txt" | tail -4
+
 step "Done: removing the playground"
