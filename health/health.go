@@ -24,8 +24,9 @@ type Health struct {
 	cfg     Config
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
-	keyring *memberlist.Keyring
-	metrics *metrics
+	keyring   *memberlist.Keyring
+	metrics   *metrics
+	transport *countingTransport
 
 	mu      sync.Mutex
 	meta    Meta
@@ -76,6 +77,13 @@ func New(cfg Config) (*Health, error) {
 	// The label keeps clusters sharing a network from merging: packets of another cluster are dropped.
 	mc.Label = "palisade/" + cfg.Meta.Cluster
 	mc.Logger = log.New(&logBridge{h: h}, "", 0)
+	if h.transport, err = newCountingTransport(mc.BindAddr, cfg.Port, mc.Logger); err != nil {
+		return nil, err
+	}
+	mc.Transport = h.transport
+	mc.BindPort = h.transport.port()
+	mc.AdvertisePort = mc.BindPort
+	m.sentBytes(h.transport, cfg.Registerer)
 	ev := &delegate{h: h}
 	mc.Delegate, mc.Events, mc.Ping = ev, ev, ev
 	if !cfg.Keys.IsZero() {
@@ -89,6 +97,7 @@ func New(cfg Config) (*Health, error) {
 	go h.dispatch()
 	h.ml, err = memberlist.Create(mc)
 	if err != nil {
+		h.transport.Shutdown()
 		close(h.stop)
 		<-h.done
 		return nil, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(mc.BindAddr, fmt.Sprint(cfg.Port)), err)

@@ -108,6 +108,9 @@ func TestHealth_MembersSeeEachOtherAliveWithMetadata(t *testing.T) {
 	if got := metricValue(a.metrics.members.WithLabelValues("alive")); got != 3 {
 		t.Fatalf("alive members gauge on a: %v, want 3", got)
 	}
+	if packets, streams := a.SentBytes(); packets == 0 || streams == 0 {
+		t.Fatalf("a sent %d packet and %d stream bytes; both should be counted", packets, streams)
+	}
 	// Probes complete within a few intervals and carry an RTT.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {

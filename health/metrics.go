@@ -46,3 +46,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// sentBytes exports the transport's byte counts.
+func (m *metrics) sentBytes(t *countingTransport, reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	for kind, n := range map[string]func() uint64{"packet": t.packetBytes.Load, "stream": t.streamBytes.Load} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "palisade_health_sent_bytes_total",
+			Help:        "Gossip bytes sent by this member, by kind (packet: UDP probes and gossip; stream: TCP state exchanges).",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(n()) }))
+	}
+}
