@@ -21,9 +21,9 @@ import (
 // Join, stop it with Leave (graceful: the others record "left") or Close (the others will find it
 // dead, as after a crash).
 type Health struct {
-	cfg     Config
-	log     *slog.Logger
-	ml      *memberlist.Memberlist
+	cfg       Config
+	log       *slog.Logger
+	ml        *memberlist.Memberlist
 	keyring   *memberlist.Keyring
 	metrics   *metrics
 	transport *countingTransport
