@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/palisade-mesh/palisade/proxy/parser"
@@ -70,7 +71,7 @@ var commands = []string{"READ", "WRITE", "HALT", "RESET"}
 // checkPrefix fails early on a partial line that can no longer become a request, so a client
 // cannot hold a connection by sending garbage slowly.
 func checkPrefix(data []byte) error {
-	word, _, _ := bytes.Cut(data, []byte(" "))
+	word, _, _ := bytes.Cut(bytes.TrimSuffix(data, []byte("\r")), []byte(" "))
 	up := strings.ToUpper(string(word))
 	for _, c := range commands {
 		if strings.HasPrefix(c, up) {
@@ -140,7 +141,7 @@ func ValidateRule(rule map[string]string) error {
 	for k, v := range rule {
 		switch k {
 		case "cmd":
-			if _, err := ParseRequest([]byte(strings.ToUpper(v) + map[bool]string{true: " x", false: ""}[strings.EqualFold(v, "READ") || strings.EqualFold(v, "WRITE")])); err != nil {
+			if !slices.Contains(commands, strings.ToUpper(v)) {
 				errs = append(errs, fmt.Errorf("r2d2 rule: cmd %q: want READ, WRITE, HALT or RESET", v))
 			}
 		case "file":
