@@ -11,6 +11,7 @@ import (
 	"github.com/palisade-mesh/palisade/proxy"
 
 	// Generic L7 parsers selectable with l7proto.
+	_ "github.com/palisade-mesh/palisade/proxy/parser/memcached"
 	_ "github.com/palisade-mesh/palisade/proxy/parser/r2d2"
 )
 

@@ -100,7 +100,7 @@ func startAgent(t *testing.T, node *topology.Node, cluster string, clusterID int
 		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
 		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
 		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.socket, "--bpf-pin-dir", a.pinDir,
-		"--log-level", "debug", 
+		"--log-level", "debug",
 	}
 	t.Cleanup(func() {
 		a.stop(syscall.SIGTERM)
