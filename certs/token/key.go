@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"os"
 
@@ -46,6 +47,32 @@ func LoadKey(path string) (*ecdsa.PrivateKey, error) {
 		return nil, fmt.Errorf("load signing key %s: %w", path, err)
 	}
 	return key, nil
+}
+
+// LoadVerificationKey reads the public key a Verifier checks signatures with, from a signing key
+// file (its public half) or a PEM "PUBLIC KEY" file, so a server can keep the previous key of a
+// rotation without its private half.
+func LoadVerificationKey(path string) (*ecdsa.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load verification key: %w", err)
+	}
+	if block, _ := pem.Decode(data); block != nil && block.Type == "PUBLIC KEY" {
+		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("load verification key %s: %w", path, err)
+		}
+		ec, ok := pub.(*ecdsa.PublicKey)
+		if !ok || ec.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("load verification key %s: key is %T, want ECDSA P-256", path, pub)
+		}
+		return ec, nil
+	}
+	key, err := certs.ParseKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("load verification key %s: %w", path, err)
+	}
+	return &key.PublicKey, nil
 }
 
 // KeyID names a public key in the token header ("kid"), so a verifier that knows the previous
