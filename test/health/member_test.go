@@ -30,7 +30,11 @@ func TestMain(m *testing.M) {
 	if name := os.Getenv(envMember); name != "" {
 		os.Exit(runMember(name))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 // memberLine is one line a member prints on stdout: a state change it observed.
