@@ -213,3 +213,44 @@ func TestIssued_WriteKeepsIdenticalBundleButRefusesOtherFiles(t *testing.T) {
 		t.Fatalf("key file %v mode %v", err, fi.Mode())
 	}
 }
+
+func TestIssued_WriteKeepsABundleThatAlreadyTrustsTheCA(t *testing.T) {
+	dir := t.TempDir()
+	oldCA, err := NewCA(CAOptions{TrustDomain: "mesh.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA, err := NewCA(CAOptions{TrustDomain: "mesh.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(oldCA.CertPEM(), newCA.CertPEM()...)
+	p := PathsFor(dir, "c1", RoleAgent)
+	if err := WriteFiles([]File{{Path: p.CA, Data: bundle, Mode: 0o644}}, false); err != nil {
+		t.Fatal(err)
+	}
+	is, err := newCA.Issue(IssueOptions{Cluster: "c1", Role: RoleAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, force := range []bool{false, true} {
+		if _, err := is.Write(dir, newCA.CertPEM(), force); err != nil {
+			t.Fatalf("force=%v: %v", force, err)
+		}
+		if got, _ := os.ReadFile(p.CA); string(got) != string(bundle) {
+			t.Fatalf("force=%v: the two-CA bundle was replaced", force)
+		}
+	}
+	// A bundle without the issuing CA is in the way, unless forced.
+	third, err := NewCA(CAOptions{TrustDomain: "mesh.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is3, err := third.Issue(IssueOptions{Cluster: "c1", Role: RoleClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := is3.Write(dir, third.CertPEM(), false); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), CACertFile) {
+		t.Fatalf("bundle without the CA, no force: %v, want ErrExists naming %s", err, CACertFile)
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -120,18 +122,44 @@ func PathsFor(dir, cluster string, role Role) LeafPaths {
 }
 
 // Write stores the certificate (0644), its key (0600) and the CA bundle caPEM (0644) in dir. Without
-// force it refuses to replace different existing files and writes nothing.
+// force it refuses to replace different existing files and writes nothing. An existing bundle
+// that already holds every CA of caPEM is left alone, even with force: during a CA rotation it
+// holds the old CA too, and re-issuing must not drop it.
 func (is *Issued) Write(dir string, caPEM []byte, force bool) (LeafPaths, error) {
 	p := PathsFor(dir, is.ID.Cluster, is.ID.Role)
-	err := WriteFiles([]File{
+	files := []File{
 		{Path: p.Key, Data: is.KeyPEM, Mode: 0o600},
 		{Path: p.Cert, Data: is.CertPEM, Mode: 0o644},
-		{Path: p.CA, Data: caPEM, Mode: 0o644},
-	}, force)
-	if err != nil {
+	}
+	if !bundleCovers(p.CA, caPEM) {
+		files = append(files, File{Path: p.CA, Data: caPEM, Mode: 0o644})
+	}
+	if err := WriteFiles(files, force); err != nil {
 		return LeafPaths{}, fmt.Errorf("write certificate for %s: %w", is.ID, err)
 	}
 	return p, nil
+}
+
+// bundleCovers reports whether the bundle file at path already trusts every CA in caPEM.
+func bundleCovers(path string, caPEM []byte) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	have, err := ParseCertificatesPEM(data)
+	if err != nil {
+		return false
+	}
+	want, err := ParseCertificatesPEM(caPEM)
+	if err != nil {
+		return false
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(have, w.Equal) {
+			return false
+		}
+	}
+	return true
 }
 
 func appendMissing(list []string, s string) []string {
