@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/test/proxy/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
@@ -24,9 +26,9 @@ type createdEndpoint struct {
 	State    string `json:"state"`
 }
 
-func createEndpoint(t *testing.T, a *agentProc, ns *topology.Namespace, labels string) createdEndpoint {
+func createEndpoint(t *testing.T, a *harness.Agent, ns *topology.Namespace, labels string) createdEndpoint {
 	t.Helper()
-	out, err := a.cli("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
+	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +41,7 @@ func createEndpoint(t *testing.T, a *agentProc, ns *topology.Namespace, labels s
 
 func importPolicy(t *testing.T, kvEndpoint, path string) {
 	t.Helper()
-	out, err := exec.Command(palisadeBinary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
+	out, err := exec.Command(harness.Binary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
 	if err != nil {
 		t.Fatalf("policy import: %v\n%s", err, out)
 	}
@@ -117,10 +119,10 @@ func (m *monitorWatch) seen(match func(l7Line) bool) bool {
 }
 
 // watchMonitor runs `palisade monitor -o json` with args against the agent until the test ends.
-func watchMonitor(t *testing.T, a *agentProc, args ...string) *monitorWatch {
+func watchMonitor(t *testing.T, a *harness.Agent, args ...string) *monitorWatch {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, palisadeBinary(t), append([]string{"monitor", "-o", "json", "--socket", a.socket}, args...)...)
+	cmd := exec.CommandContext(ctx, harness.Binary(t), append([]string{"monitor", "-o", "json", "--socket", a.Socket}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -163,23 +165,23 @@ func TestL7_StarWars(t *testing.T) {
 
 	topo := topology.NewForTest(t, topology.Options{})
 	n1, n2 := topo.MustAddNode(t, "n1"), topo.MustAddNode(t, "n2")
-	a1 := startAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
-	a2 := startAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
+	a1 := harness.StartAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
+	a2 := harness.StartAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
 
 	dsNS, tieNS, droidNS, xwingNS := namespace(t, topo, "ds"), namespace(t, topo, "tie"), namespace(t, topo, "droid"), namespace(t, topo, "xwing")
 	ds := createEndpoint(t, a1, dsNS, "org=empire,class=deathstar")
 	tie := createEndpoint(t, a2, tieNS, "org=empire,class=tiefighter")
 	droid := createEndpoint(t, a2, droidNS, "org=empire,class=maintenance-droid")
 	createEndpoint(t, a2, xwingNS, "org=alliance,class=xwing")
-	serveDeathstar(t, dsNS, "deathstar")
+	harness.ServeDeathstar(t, dsNS, "deathstar")
 
 	// One keep-alive client per ship: the verdicts are per request, not per connection.
 	keepAlive := func(ns *topology.Namespace) *http.Client {
-		c := nsHTTPClient(ns, 3*time.Second)
+		c := harness.HTTPClient(ns, 3*time.Second)
 		c.Transport.(*http.Transport).DisableKeepAlives = false
 		return c
 	}
-	tieHTTP, droidHTTP, xwingHTTP := keepAlive(tieNS), keepAlive(droidNS), nsHTTPClient(xwingNS, 2*time.Second)
+	tieHTTP, droidHTTP, xwingHTTP := keepAlive(tieNS), keepAlive(droidNS), harness.HTTPClient(xwingNS, 2*time.Second)
 	base := "http://" + ds.IPv4
 
 	l7 := watchMonitor(t, a1, "--type", "l7")
@@ -215,12 +217,18 @@ func TestL7_StarWars(t *testing.T) {
 	})
 
 	// Removing the policy takes the proxy out of the path: the PUT reaches the deathstar.
-	out, err := exec.Command(palisadeBinary(t), "policy", "delete", "-f", "../../examples/starwars/l7.yaml", "--kvstore-endpoints", kvEndpoint).CombinedOutput()
+	out, err := exec.Command(harness.Binary(t), "policy", "delete", "-f", "../../examples/starwars/l7.yaml", "--kvstore-endpoints", kvEndpoint).CombinedOutput()
 	if err != nil {
 		t.Fatalf("policy delete: %v\n%s", err, out)
 	}
 	waitFor(t, 15*time.Second, "the tiefighter's PUT to reach the deathstar after the policy is gone", func() bool {
-		status, _, _ := request(nsHTTPClient(tieNS, 2*time.Second), http.MethodPut, base+"/v1/exhaust-port")
+		status, _, _ := request(harness.HTTPClient(tieNS, 2*time.Second), http.MethodPut, base+"/v1/exhaust-port")
 		return status == http.StatusServiceUnavailable
 	})
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.Cleanup()
+	os.Exit(code)
 }

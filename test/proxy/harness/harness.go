@@ -1,10 +1,11 @@
-package proxy_test
+// Package harness runs palisade agents as real processes in the node namespaces of a test
+// topology, for the proxy's end-to-end tests and benchmarks.
+package harness
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,14 +21,14 @@ import (
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
-// buildPalisade compiles the palisade binary once per test binary run.
+// Binary compiles the palisade binary once per test binary run.
 var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
 )
 
-func palisadeBinary(t *testing.T) string {
+func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "palisade-e2e-bin-")
@@ -47,20 +48,19 @@ func palisadeBinary(t *testing.T) string {
 	return binPath
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
+// Cleanup removes the binary Binary built; call it from TestMain after m.Run.
+func Cleanup() {
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
-	os.Exit(code)
 }
 
-// agentProc is one `palisade agent` running in a node namespace.
-type agentProc struct {
-	t      *testing.T
+// Agent is one `palisade agent` running in a node namespace.
+type Agent struct {
+	t      testing.TB
 	node   *topology.Node
 	args   []string
-	socket string
+	Socket string
 	pinDir string
 	log    *lockedBuffer
 
@@ -86,12 +86,12 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func startAgent(t *testing.T, node *topology.Node, cluster string, clusterID int, kvEndpoint, dir string) *agentProc {
+func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int, kvEndpoint, dir string) *Agent {
 	t.Helper()
-	a := &agentProc{
+	a := &Agent{
 		t:      t,
 		node:   node,
-		socket: filepath.Join(dir, node.Name+".sock"),
+		Socket: filepath.Join(dir, node.Name+".sock"),
 		pinDir: fmt.Sprintf("/sys/fs/bpf/pal-l7-%d-%s", os.Getpid(), node.Name),
 		log:    &lockedBuffer{},
 	}
@@ -99,11 +99,11 @@ func startAgent(t *testing.T, node *topology.Node, cluster string, clusterID int
 		"--cluster-name", cluster, "--cluster-id", fmt.Sprint(clusterID),
 		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
 		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
-		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.socket, "--bpf-pin-dir", a.pinDir,
+		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.Socket, "--bpf-pin-dir", a.pinDir,
 		"--log-level", "debug",
 	}
 	t.Cleanup(func() {
-		a.stop(syscall.SIGTERM)
+		a.Stop(syscall.SIGTERM)
 		// The datapath outlives the agent by design; the test removes it.
 		if err := os.RemoveAll(a.pinDir); err != nil {
 			t.Errorf("remove pins %s: %v", a.pinDir, err)
@@ -116,9 +116,9 @@ func startAgent(t *testing.T, node *topology.Node, cluster string, clusterID int
 	return a
 }
 
-func (a *agentProc) start() {
+func (a *Agent) start() {
 	a.t.Helper()
-	cmd := a.node.NS.Command(context.Background(), palisadeBinary(a.t), a.args...)
+	cmd := a.node.NS.Command(context.Background(), Binary(a.t), a.args...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := a.node.NS.Start(cmd); err != nil {
 		a.t.Fatalf("start agent on %s: %v", a.node.Name, err)
@@ -132,11 +132,11 @@ func (a *agentProc) start() {
 }
 
 // waitReady waits until the agent answers `palisade status`.
-func (a *agentProc) waitReady() {
+func (a *Agent) waitReady() {
 	a.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := a.cli("status"); err == nil {
+		if _, err := a.CLI("status"); err == nil {
 			return
 		}
 		select {
@@ -148,7 +148,7 @@ func (a *agentProc) waitReady() {
 	a.t.Fatalf("agent on %s not ready after 60s:\n%s", a.node.Name, a.log.String())
 }
 
-func (a *agentProc) stop(sig syscall.Signal) {
+func (a *Agent) Stop(sig syscall.Signal) {
 	a.mu.Lock()
 	cmd, done := a.cmd, a.done
 	a.mu.Unlock()
@@ -164,18 +164,18 @@ func (a *agentProc) stop(sig syscall.Signal) {
 	}
 }
 
-// cli runs a palisade CLI command against this agent's socket.
-func (a *agentProc) cli(args ...string) (string, error) {
-	args = append(args, "--socket", a.socket)
-	out, err := exec.Command(palisadeBinary(a.t), args...).CombinedOutput()
+// CLI runs a palisade CLI command against this agent's socket.
+func (a *Agent) CLI(args ...string) (string, error) {
+	args = append(args, "--socket", a.Socket)
+	out, err := exec.Command(Binary(a.t), args...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("palisade %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
 }
 
-// serveDeathstar serves the deathstar API on port 80 inside the namespace until the test ends.
-func serveDeathstar(t *testing.T, ns *topology.Namespace, name string) {
+// ServeDeathstar serves the deathstar API on port 80 inside the namespace until the test ends.
+func ServeDeathstar(t testing.TB, ns *topology.Namespace, name string) {
 	t.Helper()
 	ln, err := ns.Listen("tcp4", ":80")
 	if err != nil {
@@ -186,8 +186,8 @@ func serveDeathstar(t *testing.T, ns *topology.Namespace, name string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// nsHTTPClient makes HTTP requests from inside a namespace, a new connection per request.
-func nsHTTPClient(ns *topology.Namespace, timeout time.Duration) *http.Client {
+// HTTPClient makes HTTP requests from inside a namespace, a new connection per request.
+func HTTPClient(ns *topology.Namespace, timeout time.Duration) *http.Client {
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
@@ -197,15 +197,4 @@ func nsHTTPClient(ns *topology.Namespace, timeout time.Duration) *http.Client {
 			},
 		},
 	}
-}
-
-// land sends the tiefighter's request and returns the response body, or the error.
-func land(c *http.Client, ip string) (string, error) {
-	resp, err := c.Post("http://"+ip+"/v1/request-landing", "text/plain", nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
 }

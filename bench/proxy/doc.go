@@ -1,0 +1,7 @@
+// Package proxybench measures the L7 proxy end to end: requests per second and latency
+// percentiles from one endpoint to another, direct (L3/L4 allow), through the proxy (an L7 allow
+// rule) and through HAProxy configured with the same method/path rule, keep-alive and with a new
+// connection per request, all in the same topology and the same run. Run it as root:
+//
+//	go test -run XXX -bench . -benchtime 1x ./bench/proxy/
+package proxybench
