@@ -3,10 +3,13 @@ package health
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -115,4 +118,58 @@ func (ks KeySet) apply(kr *memberlist.Keyring) error {
 		}
 	}
 	return nil
+}
+
+// Fingerprint names a key without revealing it: the first 12 hex digits of its SHA-256.
+func Fingerprint(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:6])
+}
+
+// WithKey returns the set with key added (not primary): step 1 of a rotation.
+func (ks KeySet) WithKey(key []byte) (KeySet, error) {
+	for _, k := range ks.Keys {
+		if bytes.Equal(k, key) {
+			return KeySet{}, fmt.Errorf("gossip key %s is already installed", Fingerprint(key))
+		}
+	}
+	out := KeySet{Primary: ks.Primary, Keys: append(slices.Clone(ks.Keys), key)}
+	return out, out.Validate()
+}
+
+// Use returns the set with the key of that fingerprint as primary: step 2 of a rotation.
+func (ks KeySet) Use(fingerprint string) (KeySet, error) {
+	k, err := ks.find(fingerprint)
+	if err != nil {
+		return KeySet{}, err
+	}
+	return KeySet{Primary: k, Keys: ks.Keys}, nil
+}
+
+// Without returns the set without the key of that fingerprint, which must not be the primary:
+// step 3 of a rotation.
+func (ks KeySet) Without(fingerprint string) (KeySet, error) {
+	k, err := ks.find(fingerprint)
+	if err != nil {
+		return KeySet{}, err
+	}
+	if bytes.Equal(k, ks.Primary) {
+		return KeySet{}, fmt.Errorf("gossip key %s is the primary key; make another key primary first", fingerprint)
+	}
+	out := KeySet{Primary: ks.Primary}
+	for _, x := range ks.Keys {
+		if !bytes.Equal(x, k) {
+			out.Keys = append(out.Keys, x)
+		}
+	}
+	return out, nil
+}
+
+func (ks KeySet) find(fingerprint string) ([]byte, error) {
+	for _, k := range ks.Keys {
+		if Fingerprint(k) == fingerprint {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("no gossip key with fingerprint %q", fingerprint)
 }

@@ -79,3 +79,38 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
+
+func TestKeySet_RotationSteps(t *testing.T) {
+	old, err := NewKeySet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, _ := NewKeySet()
+	newKey := next.Primary
+	oldFP, newFP := Fingerprint(old.Primary), Fingerprint(newKey)
+
+	both, err := old.WithKey(newKey)
+	if err != nil || len(both.Keys) != 2 || Fingerprint(both.Primary) != oldFP {
+		t.Fatalf("add: %v %v", both, err)
+	}
+	if _, err := both.WithKey(newKey); err == nil {
+		t.Fatal("the same key was added twice")
+	}
+	if _, err := both.Without(oldFP); err == nil || !strings.Contains(err.Error(), "primary") {
+		t.Fatalf("removing the primary key: %v", err)
+	}
+	switched, err := both.Use(newFP)
+	if err != nil || Fingerprint(switched.Primary) != newFP {
+		t.Fatalf("use: %v", err)
+	}
+	final, err := switched.Without(oldFP)
+	if err != nil || len(final.Keys) != 1 || final.Validate() != nil {
+		t.Fatalf("remove: %v %v", final, err)
+	}
+	if _, err := final.Use("000000000000"); err == nil {
+		t.Fatal("unknown fingerprint accepted")
+	}
+	if len(both.Keys) != 2 {
+		t.Fatal("steps modified their input")
+	}
+}

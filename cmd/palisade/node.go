@@ -47,7 +47,7 @@ func newNodeCommand() *cobra.Command {
 			}
 		})
 	}
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, newGossipKeysCommand())
 	return cmd
 }
 

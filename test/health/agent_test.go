@@ -209,6 +209,8 @@ func TestAgents_GossipHealthInNodeListStatusMetricsAndMonitor(t *testing.T) {
 		}
 	}
 
+	rotateGossipKey(t, agents, kvEndpoint)
+
 	monCtx, stopMon := context.WithCancel(context.Background())
 	defer stopMon()
 	mon := exec.CommandContext(monCtx, palisadeBinary(t), "monitor", "--type", "agent", "--socket", a1.socket)
@@ -259,4 +261,45 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// rotateGossipKey rotates the cluster's key with the CLI (add, use, remove) while the agents run,
+// and checks they keep seeing each other alive and never log a key.
+func rotateGossipKey(t *testing.T, agents []*agent, kvEndpoint string) {
+	t.Helper()
+	keys := func(args ...string) string {
+		t.Helper()
+		args = append([]string{"node", "gossip-keys"}, append(args, "--kvstore-endpoints", kvEndpoint)...)
+		out, err := exec.Command(palisadeBinary(t), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("palisade %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	before := strings.Fields(keys("list"))
+	if len(before) != 4 || before[0] != "*" {
+		t.Fatalf("expected one primary key, got %q", before)
+	}
+	oldFP := before[1]
+	added := strings.Fields(keys("add"))
+	newFP := added[len(added)-1]
+	time.Sleep(time.Second)
+	keys("use", newFP)
+	time.Sleep(time.Second)
+	keys("remove", oldFP)
+	if out := keys("list"); !strings.HasPrefix(out, "* "+newFP) || strings.Contains(out, oldFP) {
+		t.Fatalf("after rotation:\n%s", out)
+	}
+	time.Sleep(2 * time.Second) // several probe rounds under the new key only
+	for _, a := range agents {
+		for _, n := range []string{"n1", "n2", "n3"} {
+			a.waitNodeState(n, "alive", 2*time.Second)
+		}
+		if !strings.Contains(a.log.String(), "gossip keys updated") {
+			t.Fatalf("%s did not apply the rotation:\n%s", a.node.Name, lastLines(a.log.String(), 20))
+		}
+		if strings.Contains(a.log.String(), "rejected gossip message") {
+			t.Fatalf("%s rejected messages during the rotation:\n%s", a.node.Name, grepLines(a.log.String(), "rejected"))
+		}
+	}
 }
