@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -295,3 +296,53 @@ func assertServerSerial(t *testing.T, conn *tls.Conn, want *certs.Issued) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestSource_ConcurrentHandshakesDuringRepeatedRotation(t *testing.T) {
+	ca := newCA(t, testTrustDomain)
+	dir := t.TempDir()
+	srvSrc, _ := writeSource(t, dir, issue(t, ca, certs.IssueOptions{Cluster: "cluster1", Role: certs.RoleServer}), ca.CertPEM())
+	cliSrc, _ := writeSource(t, t.TempDir(), issue(t, ca, certs.IssueOptions{Cluster: "cluster2", Role: certs.RoleAgent}), ca.CertPEM())
+	srv := startEchoServer(t, ServerConfig(srvSrc, ServerOptions{Logger: quietLogger()}))
+	clientCfg, err := ClientConfig(cliSrc, ClientOptions{ServerCluster: "cluster1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dialers, perDialer = 4, 10
+	errs := make(chan error, dialers*perDialer)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 5 {
+			is, err := ca.Issue(certs.IssueOptions{Cluster: "cluster1", Role: certs.RoleServer})
+			if err == nil {
+				_, err = is.Write(dir, ca.CertPEM(), true)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perDialer {
+				conn, err := dial(t, srv.addr, clientCfg)
+				if err != nil {
+					errs <- err
+					return
+				}
+				conn.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	<-done
+	close(errs)
+	for err := range errs {
+		t.Errorf("handshake during rotation: %v", err)
+	}
+}

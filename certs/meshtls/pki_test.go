@@ -170,14 +170,14 @@ func (s *echoServer) serverHandshakeErr(t *testing.T) error {
 	}
 }
 
-// dial connects to addr and completes the client side of the handshake, then proves the
+// dial (safe from any goroutine) connects to addr and completes the client side of the handshake, then proves the
 // connection carries data (a TLS 1.3 client finishes its handshake before the server has judged
 // its certificate, so only a round trip shows the server accepted it).
 func dial(t *testing.T, addr string, cfg *tls.Config) (*tls.Conn, error) {
 	t.Helper()
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	conn := tls.Client(raw, cfg)
 	t.Cleanup(func() { conn.Close() })
