@@ -33,11 +33,13 @@ func createEndpoint(t *testing.T, a *harness.Agent, ns *topology.Namespace, labe
 		t.Fatal(err)
 	}
 	var eps []createdEndpoint
-	if err := json.Unmarshal([]byte(out), &eps); err != nil || len(eps) != 1 {
+	if err := jsonUnmarshal(out, &eps); err != nil || len(eps) != 1 {
 		t.Fatalf("endpoint create output %q: %v", out, err)
 	}
 	return eps[0]
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
 func importPolicy(t *testing.T, kvEndpoint, path string) {
 	t.Helper()

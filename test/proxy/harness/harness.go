@@ -112,11 +112,11 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 			t.Logf("agent %s log:\n%s", node.Name, a.log.String())
 		}
 	})
-	a.start()
+	a.Start()
 	return a
 }
 
-func (a *Agent) start() {
+func (a *Agent) Start() {
 	a.t.Helper()
 	cmd := a.node.NS.Command(context.Background(), Binary(a.t), a.args...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log

@@ -1,0 +1,214 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/palisade-mesh/palisade/internal/testenv"
+	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/test/proxy/harness"
+	"github.com/palisade-mesh/palisade/test/topology"
+)
+
+func createEndpointIn(t *testing.T, a *harness.Agent, ns *topology.Namespace, k8sNamespace, labels string) createdEndpoint {
+	t.Helper()
+	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--namespace", k8sNamespace, "--labels", labels, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []createdEndpoint
+	if err := jsonUnmarshal(out, &eps); err != nil || len(eps) != 1 {
+		t.Fatalf("endpoint create output %q: %v", out, err)
+	}
+	return eps[0]
+}
+
+// serveTestApp serves a few httpbin-style routes on port 80 inside the namespace.
+func serveTestApp(t *testing.T, ns *topology.Namespace) {
+	t.Helper()
+	ln, err := ns.Listen("tcp4", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status/200", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("GET /get", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, `{"url":%q}`+"\n", r.URL.String()) })
+	mux.HandleFunc("GET /headers", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%v\n", r.Header) })
+	mux.HandleFunc("POST /post", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, `{"data":%q}`+"\n", b)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// curl runs curl in the namespace and returns one status code per URL (one connection, kept
+// alive across the URLs).
+func curl(t *testing.T, ns *topology.Namespace, args ...string) string {
+	t.Helper()
+	testenv.RequireBinary(t, "curl", "apt-get install curl")
+	all := []string{"-s", "-w", "%{http_code} ", "--max-time", "3"}
+	for _, a := range args {
+		if strings.HasPrefix(a, "http://") {
+			all = append(all, "-o", "/dev/null")
+		}
+		all = append(all, a)
+	}
+	out, _ := ns.Run(ns.Command(context.Background(), "curl", all...))
+	return strings.TrimSpace(string(out))
+}
+
+// TestL7_TestAppWithCurl imports the test-app's L7 policy and checks it with curl; then kills the
+// agent and checks that the restarted agent enforces the same rules again.
+func TestL7_TestAppWithCurl(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "curl", "apt-get install curl")
+	dir := etcdtest.SocketDir(t)
+	etcd := etcdtest.StartRestartable(t)
+	kv := etcd.Endpoints()[1]
+	topo := topology.NewForTest(t, topology.Options{})
+	n1 := topo.MustAddNode(t, "n1")
+	a1 := harness.StartAgent(t, n1, "cluster1", 1, kv, dir)
+	appNS, clientNS := namespace(t, topo, "app"), namespace(t, topo, "client")
+	app := createEndpointIn(t, a1, appNS, "test-app", "app=app")
+	createEndpointIn(t, a1, clientNS, "test-app", "app=client")
+	serveTestApp(t, appNS)
+	base := "http://" + app.IPv4
+
+	importPolicy(t, kv, "../../examples/test-app/l7-http.yaml")
+	check := func(when string) {
+		t.Helper()
+		waitFor(t, 20*time.Second, "the L7 policy "+when, func() bool {
+			return curl(t, clientNS, base+"/headers") == "403"
+		})
+		if got := curl(t, clientNS, base+"/status/200", base+"/get", base+"/headers", base+"/get?x=1", base+"/status/404"); got != "200 200 403 403 403" {
+			t.Fatalf("%s: GETs answered %q", when, got)
+		}
+		if got := curl(t, clientNS, "-X", "POST", "-d", "hello", base+"/post"); got != "200" {
+			t.Fatalf("%s: POST /post answered %q", when, got)
+		}
+		if got := curl(t, clientNS, "-X", "PUT", "-d", "hello", base+"/post"); got != "403" {
+			t.Fatalf("%s: PUT /post answered %q", when, got)
+		}
+	}
+	check("after import")
+
+	a1.Stop(syscall.SIGKILL) // SIGKILL: the proxy's listeners die with it, redirected flows are refused
+	if got := curl(t, clientNS, base+"/headers"); got == "200" {
+		t.Fatal("a denied request passed while the agent was down")
+	}
+	a1.Start()
+	check("after the agent restarted")
+}
+
+// r2d2Server answers each r2d2 request line with "OK <line>" inside the namespace on port 9000.
+func serveR2D2(t *testing.T, ns *topology.Namespace) {
+	t.Helper()
+	ln, err := ns.Listen("tcp4", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					if _, err := fmt.Fprintf(c, "OK %s\r\n", strings.TrimSuffix(sc.Text(), "\r")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// r2d2Session sends requests on one connection from the namespace and returns the replies.
+func r2d2Session(ns *topology.Namespace, addr string, reqs ...string) ([]string, error) {
+	c, err := ns.DialContext(context.Background(), &net.Dialer{Timeout: 2 * time.Second}, "tcp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(c)
+	var out []string
+	for _, r := range reqs {
+		if _, err := fmt.Fprintf(c, "%s\r\n", r); err != nil {
+			return out, err
+		}
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return out, err
+		}
+		out = append(out, strings.TrimSpace(line))
+	}
+	return out, nil
+}
+
+// TestL7_R2D2Policies runs the examples/r2d2 policies: read-only, then allow-all.
+func TestL7_R2D2Policies(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := etcdtest.SocketDir(t)
+	etcd := etcdtest.StartRestartable(t)
+	kv := etcd.Endpoints()[1]
+	topo := topology.NewForTest(t, topology.Options{})
+	n1 := topo.MustAddNode(t, "n1")
+	a1 := harness.StartAgent(t, n1, "cluster1", 1, kv, dir)
+	srvNS, cliNS := namespace(t, topo, "r2d2s"), namespace(t, topo, "r2d2c")
+	srv := createEndpoint(t, a1, srvNS, "id=r2d2-server")
+	cli := createEndpoint(t, a1, cliNS, "id=r2d2-client")
+	serveR2D2(t, srvNS)
+	addr := srv.IPv4 + ":9000"
+	l7 := watchMonitor(t, a1, "--type", "l7")
+
+	importPolicy(t, kv, "../../examples/r2d2/read-only.json")
+	reqs := []string{"READ /public/plans", "WRITE /public/plans", "READ /etc/shadow", "HALT", "read /public/x"}
+	waitFor(t, 20*time.Second, "the read-only policy", func() bool {
+		got, err := r2d2Session(cliNS, addr, reqs...)
+		return err == nil && strings.Join(got, "|") == "OK READ /public/plans|ERROR|ERROR|ERROR|OK read /public/x"
+	})
+	waitFor(t, 5*time.Second, "an r2d2 access-log event for the denied WRITE", func() bool {
+		return l7.seen(func(ev l7Line) bool {
+			return ev.Verdict == "denied" && ev.Source.Identity == cli.Identity && ev.L7 != nil && ev.L7.Protocol == "r2d2" && ev.L7.Fields["cmd"] == "WRITE"
+		})
+	})
+
+	out, err := exec.Command(harness.Binary(t), "policy", "delete", "-f", "../../examples/r2d2/read-only.json", "--kvstore-endpoints", kv).CombinedOutput()
+	if err != nil {
+		t.Fatalf("policy delete: %v\n%s", err, out)
+	}
+	importPolicy(t, kv, "../../examples/r2d2/allow-all.json")
+	waitFor(t, 20*time.Second, "the allow-all policy", func() bool {
+		got, err := r2d2Session(cliNS, addr, reqs...)
+		return err == nil && strings.Join(got, "|") == "OK READ /public/plans|OK WRITE /public/plans|OK READ /etc/shadow|OK HALT|OK read /public/x"
+	})
+	// Still parsed: a line that is not r2d2 closes the connection.
+	if got, err := r2d2Session(cliNS, addr, "FORMAT C:"); err == nil {
+		t.Fatalf("a malformed request got %q", got)
+	}
+	waitFor(t, 5*time.Second, "an allowed HALT in the access log", func() bool {
+		return l7.seen(func(ev l7Line) bool { return ev.Verdict == "allowed" && ev.L7 != nil && ev.L7.Fields["cmd"] == "HALT" })
+	})
+}
