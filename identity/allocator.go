@@ -389,7 +389,11 @@ func (a *Allocator) Release(ctx context.Context, id ID) (released bool, err erro
 	a.mu.Unlock()
 	a.releaseLease(h)
 	_, err = backoff.Retry(ctx, func() (bool, error) {
-		return a.kv.Delete(ctx, refKey(id, a.cfg.Node))
+		deleted, err := a.kv.Delete(ctx, refKey(id, a.cfg.Node))
+		if errors.Is(err, kvstore.ErrClosed) {
+			return false, backoff.Permanent(err)
+		}
+		return deleted, err
 	}, backoff.WithBackOff(newBackOff()), backoff.WithMaxElapsedTime(0))
 	if err != nil {
 		// The identity is released locally; the background loop deletes the reference later
