@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/net/http2"
+
 	"github.com/palisade-mesh/palisade/identity"
 	"github.com/palisade-mesh/palisade/policy"
 )
@@ -36,6 +38,7 @@ type Endpoint struct {
 	listeners map[uint16]*net.TCPListener
 	conns     map[net.Conn]struct{}
 	idle      map[string][]*upstream
+	h2        *http2.Transport // HTTP/2 cleartext upstreams (gRPC), created on first use
 	closed    bool
 }
 
@@ -121,7 +124,11 @@ func (ep *Endpoint) close() {
 		}
 	}
 	ep.idle = map[string][]*upstream{}
+	h2 := ep.h2
 	ep.mu.Unlock()
+	if h2 != nil {
+		h2.CloseIdleConnections()
+	}
 	ep.cancel()
 	ep.wg.Wait()
 }

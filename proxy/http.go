@@ -61,6 +61,11 @@ func (ep *Endpoint) serveHTTP(cc *clientConn) {
 			ep.putUpstream(h.up)
 		}
 	}()
+	_ = cc.conn.SetReadDeadline(time.Now().Add(ep.p.opts.HeaderTimeout))
+	if isH2C(h.br) {
+		h.serveH2C()
+		return
+	}
 	for h.serveOne() {
 	}
 }
