@@ -27,8 +27,11 @@ var importRules = []importRule{
 	{name: "identity sits below policy", from: "identity", forbidden: []string{"policy", "bpf", "agent", "proxy", "clustermesh", "health", "cmd"}},
 	{name: "bpf does not know policy", from: "bpf", forbidden: []string{"policy", "identity", "agent", "proxy", "clustermesh", "kvstore", "cmd"}},
 	{name: "kvstore is the bottom", from: "kvstore", forbidden: []string{"identity", "policy", "bpf", "agent", "proxy", "clustermesh", "health", "cmd"}},
+	{name: "certs is a foundation", from: "certs", forbidden: []string{"identity", "policy", "bpf", "agent", "proxy", "clustermesh", "health", "kvstore", "k8s", "cmd"}},
+	{name: "health sits below the agent", from: "health", forbidden: []string{"policy", "bpf", "agent", "proxy", "clustermesh", "cmd"}},
+	{name: "proxy sits below the agent", from: "proxy", forbidden: []string{"agent", "clustermesh", "health", "kvstore", "cmd"}},
 	{name: "nothing imports cmd", from: "", forbidden: []string{"cmd"}, allowedUnder: []string{"cmd"}},
-	{name: "only cmd imports agent", from: "", forbidden: []string{"agent"}, allowedUnder: []string{"cmd", "agent", "test"}},
+	{name: "only cmd (and tests, benchmark harnesses) import agent", from: "", forbidden: []string{"agent"}, allowedUnder: []string{"cmd", "agent", "test", "bench"}},
 }
 
 type listedPackage struct {
@@ -112,11 +115,22 @@ func TestViolates(t *testing.T) {
 		{importRules[1], "policy/api", module + "/bpf", true},
 		{importRules[1], "policy", module + "/identity", false},
 		{importRules[1], "policyx", module + "/bpf", false},
-		{importRules[5], "agent", module + "/cmd/palisade", true},
+		{ruleNamed("nothing imports cmd"), "agent", module + "/cmd/palisade", true},
+		{ruleNamed("certs is a foundation"), "certs/token", module + "/kvstore", true},
+		{ruleNamed("proxy sits below the agent"), "proxy/parser/r2d2", module + "/agent", true},
 	}
 	for _, c := range cases {
 		if got := violates(c.rule, c.importer, c.imported); got != c.want {
 			t.Errorf("violates(%q, %s -> %s) = %v, want %v", c.rule.name, c.importer, c.imported, got, c.want)
 		}
 	}
+}
+
+func ruleNamed(name string) importRule {
+	for _, r := range importRules {
+		if r.name == name {
+			return r
+		}
+	}
+	panic("no import rule " + name)
 }
