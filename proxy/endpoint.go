@@ -38,6 +38,7 @@ type Endpoint struct {
 	listeners map[uint16]*net.TCPListener
 	conns     map[net.Conn]struct{}
 	idle      map[string][]*upstream
+	dials     atomic.Int64     // upstream connections made (tests check pooling)
 	h2        *http2.Transport // HTTP/2 cleartext upstreams (gRPC), created on first use
 	closed    bool
 }
@@ -237,6 +238,7 @@ func (ep *Endpoint) dialUpstream(addr string) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
+	ep.dials.Add(1)
 	return &upstream{addr: addr, conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, nil
 }
 

@@ -83,6 +83,10 @@ func (h *httpConn) serveOne() bool {
 	h.lr.n = int64(opts.MaxHeaderBytes)
 	start := time.Now()
 	req, err := http.ReadRequest(h.br)
+	if err != nil && h.lr.n == 0 {
+		// bufio hands a line cut by the limit to the parser without the limit's error.
+		err = errHeaderTooLarge
+	}
 	h.lr.n = -1
 	_ = h.conn.SetReadDeadline(time.Time{})
 	if err == nil {

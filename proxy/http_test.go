@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +35,8 @@ spec:
           path: /v1/request-landing
         - method: POST
           path: /upload
+        - method: GET
+          path: /ws
   - fromEndpoints:
     - matchLabels: {org: empire, class: maintenance-droid}
     toPorts:
@@ -49,6 +53,7 @@ type upstreamServer struct {
 	addr     string
 	port     int
 	requests chan string // method and path of every request the server got
+	close    func()
 }
 
 func startUpstream(t testing.TB) *upstreamServer {
@@ -60,6 +65,20 @@ func startUpstream(t testing.TB) *upstreamServer {
 	u := &upstreamServer{addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port, requests: make(chan string, 1000)}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", demo.DeathstarHandler("deathstar"))
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = brw.Flush()
+		_, _ = io.Copy(c, brw) // echo
+	})
 	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
@@ -76,7 +95,8 @@ func startUpstream(t testing.TB) *upstreamServer {
 		mux.ServeHTTP(w, r)
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
+	u.close = func() { srv.Close() }
+	t.Cleanup(u.close)
 	return u
 }
 
@@ -350,13 +370,13 @@ func TestHTTP_HeaderFloodAndSlowloris(t *testing.T) {
 }
 
 func TestHTTP_ClientClosesMidBody(t *testing.T) {
-	tp, up := newStarwarsProxy(t, Options{})
+	tp, _ := newStarwarsProxy(t, Options{})
 	c := tp.dialFrom(t, "127.0.0.11")
 	if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: d\r\nContent-Length: 100000\r\n\r\npartial"); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-	// The proxy's connection goroutines end: the endpoint closes without waiting on them.
+	// The proxy's connection goroutines end on their own.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		tp.ep.mu.Lock()
@@ -370,7 +390,6 @@ func TestHTTP_ClientClosesMidBody(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	_ = up
 }
 
 func TestHTTP_PolicyChangeAppliesToNextRequest(t *testing.T) {
@@ -386,5 +405,122 @@ func TestHTTP_PolicyChangeAppliesToNextRequest(t *testing.T) {
 	resp, _ = roundTrip(t, c, br, "PUT /v1/exhaust-port HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("after policy change: %d", resp.StatusCode)
+	}
+}
+
+func TestHTTP_UpgradePassesOnlyWhenAllowed(t *testing.T) {
+	tp, up := newStarwarsProxy(t, Options{})
+	const upgrade = "GET /ws HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+	droid := tp.dialFrom(t, "127.0.0.12")
+	resp, body := roundTrip(t, droid, bufio.NewReader(droid), upgrade)
+	if resp.StatusCode != 403 || body != deniedBody {
+		t.Fatalf("droid's upgrade: %d %q", resp.StatusCode, body)
+	}
+	if got := up.received(); len(got) != 0 {
+		t.Fatalf("denied upgrade forwarded: %v", got)
+	}
+
+	c := tp.dialFrom(t, "127.0.0.11")
+	br := bufio.NewReader(c)
+	if _, err := io.WriteString(c, upgrade); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("tiefighter's upgrade: %v %v", resp, err)
+	}
+	// After the switch the connection is a byte stream in both directions (no HTTP parsing).
+	if _, err := io.WriteString(c, "PUT /v1/exhaust-port is just bytes now\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || line != "PUT /v1/exhaust-port is just bytes now\n" {
+		t.Fatalf("echo through the tunnel: %q %v", line, err)
+	}
+}
+
+func TestHTTP_UpstreamConnectionsArePooledPerEndpoint(t *testing.T) {
+	tp, _ := newStarwarsProxy(t, Options{})
+	for range 3 {
+		c := tp.dialFrom(t, "127.0.0.11")
+		resp, _ := roundTrip(t, c, bufio.NewReader(c), "POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
+		if resp.StatusCode != 200 {
+			t.Fatal(resp.Status)
+		}
+		c.Close()
+		// Wait until the proxy has returned the upstream to the pool.
+		waitIdle(t, tp.ep, 1)
+	}
+	if n := tp.ep.dials.Load(); n != 1 {
+		t.Fatalf("three sequential client connections made %d upstream connections, want 1", n)
+	}
+}
+
+func waitIdle(t *testing.T, ep *Endpoint, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ep.mu.Lock()
+		n := 0
+		for _, ups := range ep.idle {
+			n += len(ups)
+		}
+		ep.mu.Unlock()
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle upstream connections, want %d", n, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestProxy_CloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	up := startUpstream(t)
+	ms := mapStateFor(t, fmt.Sprintf(starwarsL7, up.port))
+	p, err := New(Options{SourceIdentity: func(netip.Addr) (uint32, bool) { return idTiefighter, true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := p.Endpoint(EndpointConfig{ID: 1, Identity: idServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep.upstreamOverride = up.addr
+	ep.SetPolicy(ms)
+	ln, err := ep.Listen(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Open connections in every state: idle keep-alive, mid-headers, pooled upstream.
+	var open []net.Conn
+	for _, raw := range []string{"POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n", "POST /v1/req", ""} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		_, _ = io.WriteString(c, raw)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(open[0]), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	p.Close()
+	for _, c := range open {
+		c.Close()
+	}
+	up.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
