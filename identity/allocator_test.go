@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -400,14 +401,53 @@ func concurrentNodes(t *testing.T, srv *etcdtest.Embedded, disrupt func()) {
 	if covered < labelSets*8/10 {
 		t.Fatalf("only %d of %d label sets held at the end; the test lost its overlap", covered, labelSets)
 	}
+	// Every one of the 500 label sets: allocated once more (on some node, concurrently, GC still
+	// running), it gets the identity it is held under if it is held, and no two sets share one.
+	final := make([]ID, labelSets)
+	var fwg sync.WaitGroup
+	for n := range 8 {
+		fwg.Add(1)
+		go func() {
+			defer fwg.Done()
+			for i := n; i < labelSets; i += 8 {
+				id, _, err := allocs[(n*5)%nodes].Allocate(ctx, sets[i])
+				if err != nil {
+					t.Errorf("final allocation of set %d: %v", i, err)
+					return
+				}
+				final[i] = id
+			}
+		}()
+	}
+	fwg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	owner := map[ID]int{}
+	for i, id := range final {
+		if j, dup := owner[id]; dup {
+			t.Fatalf("label sets %d and %d both got identity %d", j, i, id)
+		}
+		owner[id] = i
+		if held, ok := byLabels[i]; ok && held != id {
+			t.Fatalf("label set %d is held as %d but allocating it again gave %d", i, held, id)
+		}
+	}
+	st = readStore(t, gcKV)
+	st.checkConsistent(t)
+	for i, id := range final {
+		if !st.masters[id].Equal(sets[i]) {
+			t.Fatalf("identity %d: etcd has labels %s, want %s", id, st.masters[id], sets[i])
+		}
+	}
 	// Every reference in etcd belongs to a holder and vice versa (once repairs settle).
 	eventually(t, 20*time.Second, "references to match the holders", func() bool {
 		st := readStore(t, gcKV)
 		want := 0
-		for n, mine := range held {
-			for _, id := range mine {
+		for n, a := range allocs {
+			for id := range a.Held() {
 				want++
-				if !strings.Contains(strings.Join(st.refs[id], ","), fmt.Sprintf("node-%02d", n)) {
+				if !slices.Contains(st.refs[id], fmt.Sprintf("node-%02d", n)) {
 					return false
 				}
 			}
