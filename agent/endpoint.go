@@ -171,6 +171,7 @@ func (a *Agent) CreateEndpoint(ctx context.Context, req EndpointRequest) (_ *api
 	undo = append(undo, func() {
 		_ = a.dp.DetachEndpoint(rec.ID)
 		_ = a.dp.DeletePolicy(rec.ID)
+		a.l7.removeEndpoint(rec.ID)
 		if ep.registered != 0 {
 			a.policy.engine.RemoveEndpoint(ep.registered)
 		}

@@ -76,10 +76,7 @@ func (l *l7Proxy) prepare(ep *endpoint, ms policy.MapState) (map[policy.Key]uint
 		}
 	}
 	if len(keys) == 0 {
-		if pe := l.existing(ep.rec.ID); pe != nil {
-			pe.SetPolicy(ms)
-		}
-		return nil, nil
+		return nil, nil // release closes what the endpoint had
 	}
 	pe, err := l.proxy.Endpoint(proxy.EndpointConfig{ID: ep.rec.ID, Identity: uint32(ep.rec.Identity), Netns: proxy.Netns{Path: ep.rec.NetnsPath}})
 	if err != nil {
@@ -105,28 +102,8 @@ func (l *l7Proxy) prepare(ep *endpoint, ms policy.MapState) (map[policy.Key]uint
 	return out, nil
 }
 
-// existing returns the proxy endpoint if it has one, without creating it.
-func (l *l7Proxy) existing(id uint32) *proxy.Endpoint {
-	l.mu.Lock()
-	has := false
-	for k := range l.ports {
-		if k.endpoint == id {
-			has = true
-			break
-		}
-	}
-	l.mu.Unlock()
-	if !has {
-		return nil
-	}
-	pe, err := l.proxy.Endpoint(proxy.EndpointConfig{ID: id})
-	if err != nil {
-		return nil
-	}
-	return pe
-}
-
-// release closes the endpoint's listeners whose ports the datapath no longer uses.
+// release closes the endpoint's listeners whose ports the datapath no longer uses, and the
+// endpoint's proxy when it needs none.
 func (l *l7Proxy) release(ep *endpoint, inUse map[policy.Key]uint16) {
 	keep := map[uint16]bool{}
 	for _, p := range inUse {
