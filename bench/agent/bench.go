@@ -35,21 +35,20 @@ type bench struct {
 	listeners  *listeners
 	policies   policyFiles
 
-	members  []*member // figure 1: selected by one policy, half on each node
-	intruder *member   // selected by nothing, never allowed in
-	server   *member   // figure 2's listener
+	members  []*endpoint // figure 1: selected by one policy, half on each node
+	intruder *endpoint   // selected by nothing, never allowed in
+	server   *endpoint   // figure 2's listener
 
 	// teardown undoes the setup in reverse order.
 	teardown []func() error
 }
 
-// member is an endpoint the harness created through an agent.
-type member struct {
+// endpoint is an endpoint the harness created through an agent.
+type endpoint struct {
 	ns    *topology.Namespace
 	agent *agentProc
 	id    uint32
 	ip    string
-	index int // figure-1 endpoints: the world app the endpoint belongs to
 }
 
 func newBench(ctx context.Context, cfg config) (*bench, error) {

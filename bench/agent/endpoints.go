@@ -23,21 +23,21 @@ const (
 
 // createEndpoint registers a new bare namespace with an agent, the way `palisade endpoint create`
 // does, and returns the endpoint.
-func (a *agentProc) createEndpoint(ctx context.Context, ns *topology.Namespace, k8sNamespace string, labels []string) (*member, error) {
+func (a *agentProc) createEndpoint(ctx context.Context, ns *topology.Namespace, k8sNamespace string, labels []string) (*endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	ep, err := a.api.CreateEndpoint(ctx, &apiv1.CreateEndpointRequest{NetnsPath: ns.Path, Labels: labels, Namespace: k8sNamespace})
 	if err != nil {
 		return nil, fmt.Errorf("create endpoint %s on %s: %w", ns.Name, a.node.Name, err)
 	}
-	return &member{ns: ns, agent: a, id: ep.GetId(), ip: ep.GetIpv4()}, nil
+	return &endpoint{ns: ns, agent: a, id: ep.GetId(), ip: ep.GetIpv4()}, nil
 }
 
 // createMembers creates figure 1's endpoints (member i on node i%2, belonging to world app i so
 // that figure 3's rules select it too), the intruder, and figure 2's server, with their listeners.
 // The two agents work in parallel; each creates its endpoints one at a time.
 func (b *bench) createMembers(ctx context.Context) error {
-	b.members = make([]*member, b.cfg.endpoints)
+	b.members = make([]*endpoint, b.cfg.endpoints)
 	var wg sync.WaitGroup
 	errs := make([]error, len(b.agents))
 	for n, a := range b.agents {
@@ -55,7 +55,6 @@ func (b *bench) createMembers(ctx context.Context) error {
 					errs[n] = err
 					return
 				}
-				m.index = i
 				b.members[i] = m
 			}
 		}()
@@ -79,7 +78,7 @@ func (b *bench) createMembers(ctx context.Context) error {
 	}
 	// Before any policy selects the members every path is open, so the drops figure 1 sees later
 	// come from policy, not from wiring.
-	for _, from := range []*member{b.members[1], b.intruder} {
+	for _, from := range []*endpoint{b.members[1], b.intruder} {
 		if _, _, err := firstConnect(ctx, from.ns, b.members[0].addr(memberPortA), b.cfg.probeInterval, probeLimit); err != nil {
 			return fmt.Errorf("before any policy: %w", err)
 		}
@@ -99,7 +98,7 @@ func memberLabels(i int) []string {
 	return []string{"app=" + worldApp(i), "tier=" + worldTier(i), "bench=agent"}
 }
 
-func (m *member) addr(port int) string { return net.JoinHostPort(m.ip, strconv.Itoa(port)) }
+func (m *endpoint) addr(port int) string { return net.JoinHostPort(m.ip, strconv.Itoa(port)) }
 
 // listeners accept and close connections inside endpoint namespaces until closed.
 type listeners struct {

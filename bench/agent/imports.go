@@ -46,11 +46,11 @@ func (b *bench) measureImports(ctx context.Context, imports int) (importResult, 
 	}
 	defer stopWatch()
 	for r := 0; r <= imports; r++ {
-		file, port, old := b.policies.portA, memberPortA, memberPortB
+		step := importStep{round: r, file: b.policies.portA, port: memberPortA, oldPort: memberPortB}
 		if r%2 == 1 {
-			file, port, old = b.policies.portB, memberPortB, memberPortA
+			step.file, step.port, step.oldPort = b.policies.portB, memberPortB, memberPortA
 		}
-		if err := b.importRound(ctx, &res, r > 0, commits, file, port, old, r); err != nil {
+		if err := b.importRound(ctx, &res, commits, step); err != nil {
 			return res, fmt.Errorf("import %d: %w", r, err)
 		}
 		// Let the agents go idle, so that rounds do not overlap.
@@ -59,26 +59,21 @@ func (b *bench) measureImports(ctx context.Context, imports int) (importResult, 
 	return res, nil
 }
 
-// probePair is a source member and the member (on the other node) it connects to.
-type probePair struct{ from, to *member }
+// importStep is one import of figure 1: the policy file and the port it admits members on
+// instead of oldPort. Round 0 warms up and is not counted.
+type importStep struct {
+	round         int
+	file          string
+	port, oldPort int
+}
 
-func (b *bench) importRound(ctx context.Context, res *importResult, counted bool, commits <-chan time.Time, file string, port, oldPort, round int) error {
-	before := make([]map[uint32]uint64, len(b.agents))
-	for n, a := range b.agents {
-		eps, err := a.endpoints(ctx)
-		if err != nil {
-			return err
-		}
-		before[n] = map[uint32]uint64{}
-		for _, ep := range eps {
-			before[n][ep.GetId()] = ep.GetPolicyRevision()
-		}
-		// Only figure 1's members count; the agent moves every endpoint to the new revision.
-		for id := range before[n] {
-			if !b.isMemberOf(a, id) {
-				delete(before[n], id)
-			}
-		}
+// probePair is a source member and the member (on the other node) it connects to.
+type probePair struct{ from, to *endpoint }
+
+func (b *bench) importRound(ctx context.Context, res *importResult, commits <-chan time.Time, step importStep) error {
+	before, err := b.memberRevisions(ctx)
+	if err != nil {
+		return err
 	}
 	regenBefore, secondsBefore, err := b.regenerationMetrics(ctx)
 	if err != nil {
@@ -110,11 +105,11 @@ func (b *bench) importRound(ctx context.Context, res *importResult, counted bool
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			connected[p], _, errs[len(b.agents)+p] = firstConnect(ctx, pair.from.ns, pair.to.addr(port), b.cfg.probeInterval, probeLimit)
+			connected[p], _, errs[len(b.agents)+p] = firstConnect(ctx, pair.from.ns, pair.to.addr(step.port), b.cfg.probeInterval, probeLimit)
 		}()
 	}
 	start := time.Now()
-	cliTime, err := b.importPolicy(ctx, file)
+	cliTime, err := b.importPolicy(ctx, step.file)
 	wg.Wait()
 	cpuAfter, cpuErr := b.agentCPU()
 	errs = append(errs, cpuErr)
@@ -128,16 +123,10 @@ func (b *bench) importRound(ctx context.Context, res *importResult, counted bool
 		return errors.New("the harness's etcd watch did not see the import")
 	}
 
-	// The flip really happened in the kernel: the port the previous policy admitted is closed now
-	// (one pair per round, alternating), and a peer no rule admits stays out.
-	pair := pairs[round%2]
-	if connects(ctx, pair.from.ns, pair.to.addr(oldPort), 300*time.Millisecond) {
-		return fmt.Errorf("member %s still reaches %s after the policy stopped admitting port %d", pair.from.ns.Name, pair.to.addr(oldPort), oldPort)
+	if err := b.checkFlip(ctx, step, pairs[step.round%2]); err != nil {
+		return err
 	}
-	if round <= 1 && connects(ctx, b.intruder.ns, b.members[0].addr(port), 300*time.Millisecond) {
-		return fmt.Errorf("the intruder reaches %s, which only members may reach", b.members[0].addr(port))
-	}
-	if !counted {
+	if step.round == 0 {
 		return nil
 	}
 
@@ -163,6 +152,38 @@ func (b *bench) importRound(ctx context.Context, res *importResult, counted bool
 		res.traffic = append(res.traffic, connected[p].Sub(start))
 		n := b.agentIndex(pair.to.agent)
 		res.trafficLag = append(res.trafficLag, connected[p].Sub(seen[n][pair.to.id]))
+	}
+	return nil
+}
+
+// memberRevisions returns, per agent, the policy revision of each of its figure-1 members.
+func (b *bench) memberRevisions(ctx context.Context) ([]map[uint32]uint64, error) {
+	out := make([]map[uint32]uint64, len(b.agents))
+	for n, a := range b.agents {
+		eps, err := a.endpoints(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out[n] = map[uint32]uint64{}
+		for _, ep := range eps {
+			// Only the members count; the agent moves every endpoint to the new revision.
+			if b.isMemberOf(a, ep.GetId()) {
+				out[n][ep.GetId()] = ep.GetPolicyRevision()
+			}
+		}
+	}
+	return out, nil
+}
+
+// checkFlip verifies that the import really changed the kernel's policy: the port the previous
+// policy admitted is closed now (for one probe pair per round, alternating), and, in the first
+// rounds, a peer no rule admits stays out.
+func (b *bench) checkFlip(ctx context.Context, step importStep, pair probePair) error {
+	if connects(ctx, pair.from.ns, pair.to.addr(step.oldPort), 300*time.Millisecond) {
+		return fmt.Errorf("member %s still reaches %s after the policy stopped admitting port %d", pair.from.ns.Name, pair.to.addr(step.oldPort), step.oldPort)
+	}
+	if step.round <= 1 && connects(ctx, b.intruder.ns, b.members[0].addr(step.port), 300*time.Millisecond) {
+		return fmt.Errorf("the intruder reaches %s, which only members may reach", b.members[0].addr(step.port))
 	}
 	return nil
 }

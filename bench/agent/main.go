@@ -38,7 +38,6 @@ type config struct {
 	poll          time.Duration
 	probeInterval time.Duration
 	fsync         bool
-	keep          bool
 }
 
 func main() {

@@ -53,13 +53,12 @@ func (r importResult) print(w io.Writer) {
 }
 
 func (r createResult) print(w io.Writer) {
-	fmt.Fprintln(w, "| measure | n | p50 | p99 | max | target |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|")
-	fmt.Fprintf(w, "| create to first allowed connection | %d | %s | %s | %s | p99 < 150 ms |\n", len(r.total), ms(pct(r.total, 50)), ms(pct(r.total, 99)), ms(pct(r.total, 100)))
-	fmt.Fprintf(w, "| of which the CreateEndpoint call | %d | %s | %s | %s | |\n", len(r.rpc), ms(pct(r.rpc, 50)), ms(pct(r.rpc, 99)), ms(pct(r.rpc, 100)))
+	fmt.Fprintln(w, "| measure | n | p50 | p99 | max | over 150 ms | target |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	createRow(w, "create to first allowed connection", r.total, "p99 < 150 ms")
+	createRow(w, "of which the CreateEndpoint call", r.rpc, "")
 	for _, kind := range createKinds {
-		ds := r.byKind[kind]
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | |\n", kind, len(ds), ms(pct(ds, 50)), ms(pct(ds, 99)), ms(pct(ds, 100)))
+		createRow(w, kind, r.byKind[kind], "")
 	}
 }
 
@@ -83,6 +82,16 @@ func (r memoryResult) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "| agents' CPU time from the first import until converged | %s |\n", perAgentSeconds(r.ruleCPU))
 	fmt.Fprintf(w, "| n1 restarted: API up (endpoints restored) / every endpoint at its revision | %s / %s |\n", r.restartReady.Round(time.Millisecond), r.restartConverged.Round(time.Millisecond))
 	fmt.Fprintf(w, "| median policy entries of a figure-1 endpoint, before / after | %s |\n", entries(r.entriesBefore, r.entriesAfter))
+}
+
+func createRow(w io.Writer, name string, ds []time.Duration, target string) {
+	over := 0
+	for _, d := range ds {
+		if d > slowCreate {
+			over++
+		}
+	}
+	fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d | %s |\n", name, len(ds), ms(pct(ds, 50)), ms(pct(ds, 99)), ms(pct(ds, 100)), over, target)
 }
 
 func durationRow(w io.Writer, name string, ds []time.Duration, target string) {
