@@ -9,6 +9,7 @@ import (
 	"github.com/palisade-mesh/palisade/monitor"
 	"github.com/palisade-mesh/palisade/policy"
 	"github.com/palisade-mesh/palisade/proxy"
+	"github.com/palisade-mesh/palisade/proxy/parser"
 
 	// Generic L7 parsers selectable with l7proto.
 	_ "github.com/palisade-mesh/palisade/proxy/parser/memcached"
@@ -82,6 +83,7 @@ func (l *l7Proxy) prepare(ep *endpoint, ms policy.MapState) (map[policy.Key]uint
 	if err != nil {
 		return nil, err
 	}
+	l.checkRules(ep, ms, keys)
 	pe.SetPolicy(ms)
 	out := make(map[policy.Key]uint16, len(keys))
 	for _, k := range keys {
@@ -100,6 +102,31 @@ func (l *l7Proxy) prepare(ep *endpoint, ms policy.MapState) (map[policy.Key]uint
 		out[k] = port
 	}
 	return out, nil
+}
+
+// checkRules logs L7 rules the proxy cannot apply: an unknown l7proto (its connections are
+// closed) or a rule its parser rejects (it matches nothing). Both fail closed.
+func (l *l7Proxy) checkRules(ep *endpoint, ms policy.MapState, keys []policy.Key) {
+	for _, k := range keys {
+		l7 := ms[k].L7
+		if l7 == nil || l7.Parser == policy.ParserHTTP {
+			continue
+		}
+		proto, ok := parser.Lookup(l7.Parser)
+		if !ok {
+			l.a.log.Warn("L7 rules name a protocol the proxy has no parser for; its connections are closed",
+				"endpoint", ep.rec.ID, "l7proto", l7.Parser, "known", parser.Names())
+			continue
+		}
+		for _, rule := range l7.Generic {
+			if proto.ValidateRule == nil {
+				break
+			}
+			if err := proto.ValidateRule(rule); err != nil {
+				l.a.log.Warn("L7 rule matches nothing", "endpoint", ep.rec.ID, "l7proto", l7.Parser, "error", err)
+			}
+		}
+	}
 }
 
 // release closes the endpoint's listeners whose ports the datapath no longer uses, and the
