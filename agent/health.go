@@ -72,26 +72,71 @@ func (a *Agent) runHealth(ctx context.Context) {
 		}
 	}()
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	if a.cfg.HealthKeyFile == "" {
-		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			a.watchHealthKeys(ctx, h)
 		}()
-		defer wg.Wait()
 	}
-	a.joinRegisteredNodes(ctx, h)
+	seeds := &healthSeeds{addrs: map[string]string{}, changed: make(chan struct{}, 1)}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		seeds.watch(ctx, a)
+	}()
 	t := time.NewTicker(healthRejoinInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-seeds.changed:
 		case <-t.C:
-			a.joinRegisteredNodes(ctx, h)
+		}
+		a.joinRegisteredNodes(h, seeds)
+	}
+}
+
+// healthSeeds mirrors the gossip addresses of the node registry (its own watch, so finding seeds
+// costs etcd nothing after the first list).
+type healthSeeds struct {
+	mu      sync.Mutex
+	addrs   map[string]string // node name -> healthAddr
+	changed chan struct{}     // a registry event arrived: join now rather than at the next tick
+}
+
+func (s *healthSeeds) watch(ctx context.Context, a *Agent) {
+	for ev := range a.kv.Watch(ctx, nodesPrefix) {
+		name := strings.TrimPrefix(ev.Key, nodesPrefix)
+		s.mu.Lock()
+		switch ev.Type {
+		case kvstore.EventUpsert:
+			var n NodeInfo
+			if err := json.Unmarshal(ev.Value, &n); err == nil && n.Name != a.cfg.NodeName && n.HealthAddr != "" {
+				s.addrs[name] = n.HealthAddr
+			}
+		case kvstore.EventDelete:
+			delete(s.addrs, name)
+		}
+		s.mu.Unlock()
+		select {
+		case s.changed <- struct{}{}:
+		default:
 		}
 	}
+}
+
+func (s *healthSeeds) snapshot() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.addrs))
+	for k, v := range s.addrs {
+		out[k] = v
+	}
+	return out
 }
 
 func (a *Agent) startHealth(ctx context.Context) (*health.Health, error) {
@@ -182,22 +227,13 @@ func (a *Agent) watchHealthKeys(ctx context.Context, h *health.Health) {
 }
 
 // joinRegisteredNodes joins every registered node that gossip does not see alive or suspect.
-func (a *Agent) joinRegisteredNodes(ctx context.Context, h *health.Health) {
-	kvs, _, err := a.kv.List(ctx, nodesPrefix)
-	if err != nil {
-		a.log.Debug("list nodes for gossip seeds", "error", err)
-		return
-	}
+func (a *Agent) joinRegisteredNodes(h *health.Health, registered *healthSeeds) {
 	var seeds []string
-	for _, kv := range kvs {
-		var n NodeInfo
-		if err := json.Unmarshal(kv.Value, &n); err != nil || n.Name == a.cfg.NodeName || n.HealthAddr == "" {
+	for name, addr := range registered.snapshot() {
+		if m, ok := h.Member(name); ok && (m.State == health.StateAlive || m.State == health.StateSuspect) {
 			continue
 		}
-		if m, ok := h.Member(n.Name); ok && (m.State == health.StateAlive || m.State == health.StateSuspect) {
-			continue
-		}
-		seeds = append(seeds, n.HealthAddr)
+		seeds = append(seeds, addr)
 	}
 	if len(seeds) == 0 {
 		return
