@@ -11,8 +11,15 @@
 // MapState semantics of package policy: a policy change applies to the next request of a running
 // connection. HTTP/1.x is parsed with net/http's parser; a denied request gets
 // "403 Forbidden" with body "Access denied\r\n" and the connection stays usable; a malformed one
-// gets 400 and the connection is closed, and nothing of it is forwarded. Other protocols go through
-// the generic parser framework of package proxy/parser (l7proto in the policy).
+// gets 400 and the connection is closed, and nothing of it is forwarded. HTTP/2 cleartext with
+// prior knowledge (gRPC) is served with x/net/http2, each stream judged by its path
+// (/package.Service/Method). Other protocols go through the generic parser framework of package
+// proxy/parser (l7proto in the policy).
+//
+// Upstream connections are pooled per endpoint (HTTP/1.x: idle connections per destination;
+// HTTP/2: one multiplexed connection per destination). No SO_MARK is needed to keep the proxy's
+// own connections out of the redirect: they start inside the endpoint's namespace towards the
+// endpoint's own address, stay on loopback, and have no conntrack entry with a proxy port.
 //
 // Each request is published as a monitor event of type l7 (the access log).
 package proxy

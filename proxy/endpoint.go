@@ -98,17 +98,6 @@ func (ep *Endpoint) CloseListener(proxyPort uint16) {
 	}
 }
 
-// ProxyPorts lists the ports with a listener.
-func (ep *Endpoint) ProxyPorts() []uint16 {
-	ep.mu.Lock()
-	defer ep.mu.Unlock()
-	out := make([]uint16, 0, len(ep.listeners))
-	for p := range ep.listeners {
-		out = append(out, p)
-	}
-	return out
-}
-
 func (ep *Endpoint) close() {
 	ep.mu.Lock()
 	ep.closed = true

@@ -299,10 +299,14 @@ func (h *httpConn) forward(req *http.Request, start time.Time) bool {
 	upstreamClose := resp.Close
 	keep := !clientClose
 	removeHopHeaders(resp.Header)
-	if req.ProtoMinor == 0 && (resp.ContentLength < 0 || len(resp.TransferEncoding) > 0) {
+	switch {
+	case req.ProtoMinor == 0 && (resp.ContentLength < 0 || len(resp.TransferEncoding) > 0):
 		// An HTTP/1.0 client does not read chunked bodies: send it raw and close to end it.
 		resp.TransferEncoding = nil
 		resp.ContentLength = -1
+		keep = false
+	case resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && bodyAllowed(req, resp):
+		// The upstream ends this body by closing: so must the proxy.
 		keep = false
 	}
 	resp.Close = !keep
@@ -324,6 +328,12 @@ func (h *httpConn) forward(req *http.Request, start time.Time) bool {
 		}
 	}
 	return keep
+}
+
+// bodyAllowed reports whether a response may carry a body (RFC 9112 6.3).
+func bodyAllowed(req *http.Request, resp *http.Response) bool {
+	return req.Method != http.MethodHead && resp.StatusCode >= 200 &&
+		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
 }
 
 // roundTrip writes the request to the upstream and reads the response headers, skipping interim

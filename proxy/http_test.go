@@ -37,6 +37,8 @@ spec:
           path: /upload
         - method: GET
           path: /ws
+        - method: GET
+          path: /v1/eof-body
   - fromEndpoints:
     - matchLabels: {org: empire, class: maintenance-droid}
     toPorts:
@@ -78,6 +80,15 @@ func startUpstream(t testing.TB) *upstreamServer {
 		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		_ = brw.Flush()
 		_, _ = io.Copy(c, brw) // echo
+	})
+	mux.HandleFunc("GET /v1/eof-body", func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+		_ = brw.Flush()
 	})
 	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
@@ -522,5 +533,15 @@ func TestProxy_CloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHTTP_BodyEndedByCloseClosesTheClient(t *testing.T) {
+	tp, _ := newStarwarsProxy(t, Options{})
+	c := tp.dialFrom(t, "127.0.0.11")
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, body := roundTrip(t, c, bufio.NewReader(c), "GET /v1/eof-body HTTP/1.1\r\nHost: d\r\n\r\n")
+	if resp.StatusCode != 200 || body != "until the end" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }
