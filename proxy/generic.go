@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/palisade-mesh/palisade/monitor"
 	"github.com/palisade-mesh/palisade/proxy/parser"
@@ -60,6 +61,15 @@ func (ep *Endpoint) serveGeneric(cc *clientConn, name string) {
 		cc.conn.Close()
 	}()
 	g.run(false, cc.conn)
+	// The client is done sending (its writing half is passed on): let the server finish its
+	// replies, within the idle timeout.
+	t := time.NewTimer(ep.p.opts.IdleTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ep.ctx.Done():
+	}
 	up.conn.Close()
 	<-done
 }

@@ -148,3 +148,21 @@ func TestR2D2_AllowAllPassesEverythingWithVisibility(t *testing.T) {
 		return ev.L7 != nil && ev.L7.Fields["cmd"] == "RESET" && ev.Verdict == monitor.VerdictAllowed
 	})
 }
+
+// A client that half-closes after its last request still gets the replies.
+func TestR2D2_HalfCloseStillGetsReplies(t *testing.T) {
+	srv := startR2D2Server(t)
+	tp := newTestProxy(t, Options{}, mapStateFor(t, fmt.Sprintf(r2d2Policy, srv.port, r2d2ReadOnly)), srv.addr)
+	c := tp.dialFrom(t, "127.0.0.11")
+	if _, err := io.WriteString(c, "READ /public/slow\r\nWRITE /x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "OK READ /public/slow\r\nERROR\r\n" {
+		t.Fatalf("replies %q, %v", got, err)
+	}
+}
