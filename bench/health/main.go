@@ -156,6 +156,7 @@ func run(p health.Profile, n, kills int, quiet time.Duration, keys health.KeySet
 		}
 		r.first = append(r.first, first)
 		r.all = append(r.all, last)
+		t1 := time.Now()
 
 		h, err := start(p, victim.name, victim.port, keys)
 		if err != nil {
@@ -168,6 +169,7 @@ func run(p health.Profile, n, kills int, quiet time.Duration, keys health.KeySet
 		if err := waitAll(members, victim, health.StateAlive, time.Minute); err != nil {
 			return r, fmt.Errorf("rejoin after kill %d: %w", k, err)
 		}
+		log.Printf("%s, %d members: kill %d: dead on all after %s, alive again after %s", p.Name, n, k+1, last.Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
 	}
 	return r, nil
 }
