@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -73,6 +74,12 @@ func (ep *Endpoint) serveHTTP(cc *clientConn) {
 // serveOne handles one request and reports whether the connection stays open.
 func (h *httpConn) serveOne() bool {
 	opts := h.ep.p.opts
+	if h.bw.Buffered() > 0 && !h.headerBuffered() {
+		// Responses held back for a pipelined request go out before waiting for the rest of it.
+		if err := h.bw.Flush(); err != nil {
+			return false
+		}
+	}
 	if h.br.Buffered() == 0 {
 		_ = h.conn.SetReadDeadline(time.Now().Add(opts.IdleTimeout))
 		if _, err := h.br.Peek(1); err != nil {
@@ -110,6 +117,12 @@ func (h *httpConn) serveOne() bool {
 		return h.deny(req, start)
 	}
 	return h.forward(req, start)
+}
+
+// headerBuffered reports whether a whole request header is already buffered.
+func (h *httpConn) headerBuffered() bool {
+	b, _ := h.br.Peek(h.br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // checkRequest refuses what a front-end and the upstream server could read differently (request

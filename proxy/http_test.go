@@ -545,3 +545,19 @@ func TestHTTP_BodyEndedByCloseClosesTheClient(t *testing.T) {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }
+
+// A response is not held back waiting for a pipelined request that has not fully arrived.
+func TestHTTP_PartialPipelinedRequestDoesNotHoldBackResponse(t *testing.T) {
+	tp, _ := newStarwarsProxy(t, Options{})
+	c := tp.dialFrom(t, "127.0.0.11")
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(c)
+	resp, _ := roundTrip(t, c, br, "POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\nPUT /v1/exh")
+	if resp.StatusCode != 200 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	resp, _ = roundTrip(t, c, br, "aust-port HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
+	if resp.StatusCode != 403 {
+		t.Fatalf("second: %d", resp.StatusCode)
+	}
+}
