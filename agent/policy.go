@@ -102,14 +102,38 @@ func (a *Agent) watchIdentities(ctx context.Context) {
 	unsubscribe()
 }
 
-// watchPolicies applies imported policies. The initial listing goes in as one batch so no endpoint
-// ever sees half of the cluster's policies.
+// sameRevisionWindow is how long the policy watcher waits for more events of the revision it is
+// collecting. The events of one etcd transaction arrive back to back, so this only bounds the wait
+// after the last of them.
+const sameRevisionWindow = 5 * time.Millisecond
+
+// watchPolicies applies imported policies. The initial listing goes in as one batch, and so do
+// all policies written by one transaction (one `policy import`): no endpoint ever sees part of it.
 func (a *Agent) watchPolicies(ctx context.Context) {
 	var (
 		upserts []*api.Policy
 		deletes []api.Key
 	)
-	synced := false
+	add := func(ev kvstore.Event) {
+		switch ev.Type {
+		case kvstore.EventUpsert:
+			pol, err := api.ParseStored(ev.Value)
+			if err != nil {
+				a.log.Error("ignoring invalid stored policy", "key", ev.Key, "error", err)
+				return
+			}
+			upserts = slices.DeleteFunc(upserts, func(q *api.Policy) bool { return q.Key() == pol.Key() })
+			upserts = append(upserts, pol)
+		case kvstore.EventDelete:
+			k, err := parsePolicyKey(ev.Key)
+			if err != nil {
+				a.log.Warn("ignoring malformed policy key", "error", err)
+				return
+			}
+			upserts = slices.DeleteFunc(upserts, func(q *api.Policy) bool { return q.Key() == k })
+			deletes = append(deletes, k)
+		}
+	}
 	flush := func() {
 		if len(upserts) == 0 && len(deletes) == 0 {
 			return
@@ -123,32 +147,53 @@ func (a *Agent) watchPolicies(ctx context.Context) {
 		upserts, deletes = nil, nil
 		a.triggerRegeneration()
 	}
-	for ev := range a.kv.Watch(ctx, PoliciesPrefix) {
-		switch ev.Type {
-		case kvstore.EventSynced:
+
+	events := a.kv.Watch(ctx, PoliciesPrefix)
+	synced := false
+	var next *kvstore.Event
+	for {
+		var ev kvstore.Event
+		if next != nil {
+			ev, next = *next, nil
+		} else {
+			var ok bool
+			if ev, ok = <-events; !ok {
+				return
+			}
+		}
+		if ev.Type == kvstore.EventSynced {
 			synced = true
 			flush()
 			a.policy.syncOnce[0].Do(func() { close(a.policy.policiesSynced) })
 			continue
-		case kvstore.EventUpsert:
-			pol, err := api.ParseStored(ev.Value)
-			if err != nil {
-				a.log.Error("ignoring invalid stored policy", "key", ev.Key, "error", err)
-				continue
-			}
-			upserts = slices.DeleteFunc(upserts, func(q *api.Policy) bool { return q.Key() == pol.Key() })
-			upserts = append(upserts, pol)
-		case kvstore.EventDelete:
-			k, err := parsePolicyKey(ev.Key)
-			if err != nil {
-				a.log.Warn("ignoring malformed policy key", "error", err)
-				continue
-			}
-			upserts = slices.DeleteFunc(upserts, func(q *api.Policy) bool { return q.Key() == k })
-			deletes = append(deletes, k)
 		}
-		if synced {
-			flush()
+		add(ev)
+		if !synced {
+			continue // the listing is applied as a whole at EventSynced
+		}
+		collectRevision(events, ev.Revision, add, &next)
+		flush()
+	}
+}
+
+// collectRevision adds the events of revision rev that follow, stopping at the first event of
+// another revision (kept in next) or when none arrives within sameRevisionWindow.
+func collectRevision(events <-chan kvstore.Event, rev int64, add func(kvstore.Event), next **kvstore.Event) {
+	timer := time.NewTimer(sameRevisionWindow)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if ev.Type == kvstore.EventSynced || ev.Revision != rev {
+				*next = &ev
+				return
+			}
+			add(ev)
+		case <-timer.C:
+			return
 		}
 	}
 }
@@ -226,11 +271,13 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
 		ep.registered = id
 		a.mu.Unlock()
 	}
+	// The revision is read first: a change landing in between makes the endpoint report an older
+	// revision than it has, never a newer one, and triggers another pass.
+	rev := eng.Revision()
 	ms, ok := eng.MapState(id)
 	if !ok {
 		return a.endpointFailed(ep, fmt.Errorf("identity %d is not registered with the policy engine", id))
 	}
-	rev := eng.Revision()
 	// The proxy's listeners and rules are in place before the datapath sends flows to them.
 	proxyPorts, err := a.l7.prepare(ep, ms)
 	if err != nil {
@@ -241,10 +288,10 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
 	slices.SortFunc(entries, compareEntries)
 	unenforced := unenforcedL7(ms, proxyPorts)
 	a.mu.Lock()
-	same := slices.Equal(entries, ep.applied)
+	prev := ep.applied
 	a.mu.Unlock()
-	if !same {
-		if err := a.dp.ReplacePolicy(ep.rec.ID, entries); err != nil {
+	if !slices.Equal(entries, prev) {
+		if err := a.writePolicy(ep.rec.ID, prev, entries); err != nil {
 			return a.endpointFailed(ep, err)
 		}
 		outcome = "applied"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -178,6 +179,11 @@ func describeOps(thenOps, elseOps []Op) string {
 	}
 	if len(keys) == 0 {
 		return "no keys"
+	}
+	// Name a few keys, not thousands: the message is for people.
+	const shown = 5
+	if len(keys) > shown {
+		return fmt.Sprintf("%d keys (%s, ...)", len(keys), strings.Join(keys[:shown], ", "))
 	}
 	return fmt.Sprint(keys)
 }

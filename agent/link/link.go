@@ -100,7 +100,7 @@ func Setup(cfg Config) (link Link, err error) {
 	if err := wireHost(nh, host, cfg); err != nil {
 		return Link{}, err
 	}
-	if err := wireEndpoint(eh, cfg); err != nil {
+	if err := wireEndpoint(eh, cfg, host.Attrs().HardwareAddr); err != nil {
 		return Link{}, err
 	}
 	return Link{HostIfName: cfg.HostIfName, HostIfIndex: host.Attrs().Index}, nil
@@ -120,7 +120,7 @@ func wireHost(nh *netlink.Handle, host netlink.Link, cfg Config) error {
 	return nil
 }
 
-func wireEndpoint(eh *netlink.Handle, cfg Config) error {
+func wireEndpoint(eh *netlink.Handle, cfg Config, gatewayMAC net.HardwareAddr) error {
 	eth, err := eh.LinkByName(cfg.EndpointIfName)
 	if err != nil {
 		return fmt.Errorf("endpoint link: find %s in %s: %w", cfg.EndpointIfName, cfg.EndpointNetns, err)
@@ -141,6 +141,18 @@ func wireEndpoint(eh *netlink.Handle, cfg Config) error {
 	}
 	if err := eh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(cfg.Gateway.AsSlice())}); err != nil {
 		return fmt.Errorf("endpoint link: default route via %s: %w", cfg.Gateway, err)
+	}
+	// The gateway is always the node-side veth: a permanent neighbour entry spares the endpoint's
+	// first connection an ARP exchange, which the kernel sometimes retries only after a second.
+	neigh := &netlink.Neigh{
+		LinkIndex:    eth.Attrs().Index,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           net.IP(cfg.Gateway.AsSlice()),
+		HardwareAddr: gatewayMAC,
+	}
+	if err := eh.NeighSet(neigh); err != nil {
+		return fmt.Errorf("endpoint link: neighbour entry for gateway %s: %w", cfg.Gateway, err)
 	}
 	return nil
 }

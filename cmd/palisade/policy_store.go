@@ -11,6 +11,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/agent"
 	"github.com/palisade-mesh/palisade/kvstore"
+	"github.com/palisade-mesh/palisade/kvstore/embedded"
 	"github.com/palisade-mesh/palisade/policy/api"
 )
 
@@ -66,6 +67,9 @@ all of them. A policy with the same kind, namespace and name as a stored one rep
 		}
 		defer kv.Close()
 		res, err := kv.Txn(cmd.Context(), nil, ops, nil)
+		if err != nil && strings.Contains(err.Error(), "too many operations in txn request") {
+			return fmt.Errorf("nothing imported: etcd refuses a transaction of %d policies (its --max-txn-ops is lower; etcd's default is 128, `palisade kvstore serve` allows %d): raise it, or split the file", len(ops), embedded.DefaultMaxTxnOps)
+		}
 		if err != nil {
 			return fmt.Errorf("import %d %s: %w", len(ops), plural(len(ops), "policy", "policies"), err)
 		}

@@ -10,6 +10,9 @@ import (
 	"time"
 )
 
+// DefaultMaxTxnOps is the embedded server's limit of operations per transaction.
+const DefaultMaxTxnOps = 8192
+
 // Config configures an embedded etcd server. The zero value of every optional field has the default
 // named in its comment.
 type Config struct {
@@ -38,6 +41,9 @@ type Config struct {
 	// UnsafeNoFsync skips fsync: faster, but a machine crash can lose acknowledged writes. Only
 	// for tests and throwaway demos. Default false.
 	UnsafeNoFsync bool
+	// MaxTxnOps bounds the operations of one transaction. Default 0: DefaultMaxTxnOps, far above
+	// etcd's own 128, because `palisade policy import` writes a whole file in one transaction.
+	MaxTxnOps uint
 	// QuotaBackendBytes is the database size limit after which etcd refuses writes. Default 0:
 	// etcd's default (2 GiB).
 	QuotaBackendBytes int64

@@ -90,6 +90,10 @@ func etcdConfig(cfg Config) (*embed.Config, error) {
 	ec.Dir = cfg.DataDir
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
+	ec.MaxTxnOps = DefaultMaxTxnOps
+	if cfg.MaxTxnOps > 0 {
+		ec.MaxTxnOps = cfg.MaxTxnOps
+	}
 	// The gRPC gateway (HTTP/JSON) is an unused attack surface for palisade.
 	ec.EnableGRPCGateway = false
 	if cfg.AutoCompactionRetention > 0 {

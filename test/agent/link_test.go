@@ -54,6 +54,25 @@ func TestLink_SetupWiresBothSidesAndRemoveLeavesNothing(t *testing.T) {
 			c.Close()
 		}
 	}()
+	// The gateway's neighbour entry is permanent, so no ARP delays the first connection.
+	if err := epNS.Do(func() error {
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		neighs, err := netlink.NeighList(eth.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, n := range neighs {
+			if n.IP.String() == "10.123.0.1" && n.State == netlink.NUD_PERMANENT {
+				return nil
+			}
+		}
+		return fmt.Errorf("no permanent neighbour entry for the gateway: %v", neighs)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	c, err := epNS.DialTimeout("tcp4", ln.Addr().String(), 2*time.Second)
 	if err != nil {
 		t.Fatalf("endpoint -> gateway: %v", err)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/palisade-mesh/palisade/agent/link"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -328,59 +330,18 @@ func (n *Node) MustAddEndpoint(tb testing.TB, name string) *Endpoint {
 }
 
 func (ep *Endpoint) wire() error {
-	n := ep.Node
-	nh, err := n.NS.Handle()
+	l, err := link.Setup(link.Config{
+		NodeNetns:      ep.Node.NS.Path,
+		EndpointNetns:  ep.NS.Path,
+		HostIfName:     ep.HostIf,
+		EndpointIfName: endpointIf,
+		IP:             ep.IP,
+		Gateway:        ep.Node.Gateway,
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("endpoint %s: %w", ep.Name, err)
 	}
-	defer nh.Close()
-	eh, err := ep.NS.Handle()
-	if err != nil {
-		return err
-	}
-	defer eh.Close()
-	epNS, err := netns.GetFromPath(ep.NS.Path)
-	if err != nil {
-		return fmt.Errorf("endpoint %s: open namespace: %w", ep.Name, err)
-	}
-	defer epNS.Close()
-
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ep.HostIf}, PeerName: endpointIf, PeerNamespace: netlink.NsFd(epNS)}
-	if err := nh.LinkAdd(veth); err != nil {
-		return fmt.Errorf("endpoint %s: add veth %s: %w", ep.Name, ep.HostIf, err)
-	}
-	host, err := nh.LinkByName(ep.HostIf)
-	if err != nil {
-		return fmt.Errorf("endpoint %s: find %s: %w", ep.Name, ep.HostIf, err)
-	}
-	ep.HostIfIndex = host.Attrs().Index
-	if err := nh.AddrAdd(host, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(n.Gateway, 32))}); err != nil {
-		return fmt.Errorf("endpoint %s: gateway address on %s: %w", ep.Name, ep.HostIf, err)
-	}
-	if err := nh.LinkSetUp(host); err != nil {
-		return fmt.Errorf("endpoint %s: set %s up: %w", ep.Name, ep.HostIf, err)
-	}
-	if err := nh.RouteAdd(&netlink.Route{LinkIndex: ep.HostIfIndex, Dst: prefixNet(netip.PrefixFrom(ep.IP, 32)), Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("endpoint %s: route on node: %w", ep.Name, err)
-	}
-
-	eth, err := eh.LinkByName(endpointIf)
-	if err != nil {
-		return fmt.Errorf("endpoint %s: find %s: %w", ep.Name, endpointIf, err)
-	}
-	if err := eh.AddrAdd(eth, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(ep.IP, 32))}); err != nil {
-		return fmt.Errorf("endpoint %s: address: %w", ep.Name, err)
-	}
-	if err := eh.LinkSetUp(eth); err != nil {
-		return fmt.Errorf("endpoint %s: set %s up: %w", ep.Name, endpointIf, err)
-	}
-	gw := prefixNet(netip.PrefixFrom(n.Gateway, 32))
-	if err := eh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("endpoint %s: route to gateway: %w", ep.Name, err)
-	}
-	if err := eh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.IP}); err != nil {
-		return fmt.Errorf("endpoint %s: default route: %w", ep.Name, err)
-	}
+	ep.HostIfIndex = l.HostIfIndex
 	return nil
 }
 
