@@ -74,9 +74,13 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	}
 	l7 := watchMonitor(t, a1, "--type", "l7")
 	importPolicy(t, kv, pol)
+	// Probe with a key of its own: writes before the policy lands succeed.
 	waitFor(t, 20*time.Second, "writes outside public/ to be denied", func() bool {
-		return client.Set(&memcache.Item{Key: "secret", Value: []byte("stolen")}) != nil
+		return client.Set(&memcache.Item{Key: "private/probe", Value: []byte("x")}) != nil
 	})
+	if err := client.Set(&memcache.Item{Key: "secret", Value: []byte("stolen")}); err == nil {
+		t.Fatal("denied set succeeded")
+	}
 	if err := client.Set(&memcache.Item{Key: "public/landing", Value: []byte("bay 7")}); err != nil {
 		t.Fatalf("allowed set: %v", err)
 	}
@@ -90,7 +94,8 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	if err := client.Delete("public/landing"); err != nil {
 		t.Fatalf("allowed delete: %v", err)
 	}
-	waitFor(t, 5*time.Second, "a memcached access-log event for the denied delete", func() bool {
+	waitFor(t, 10*time.Second, "a memcached access-log event for the denied delete", func() bool {
+		_ = client.Delete("secret")
 		return l7.seen(func(ev l7Line) bool {
 			return ev.Verdict == "denied" && ev.L7 != nil && ev.L7.Protocol == "memcached" && ev.L7.Fields["cmd"] == "delete" && ev.L7.Fields["key"] == "secret"
 		})

@@ -209,7 +209,10 @@ func TestL7_StarWars(t *testing.T) {
 	if _, _, err := request(xwingHTTP, http.MethodPost, base+"/v1/request-landing"); err == nil {
 		t.Fatal("the xwing got an answer: it must be dropped at L3/L4")
 	}
-	waitFor(t, 5*time.Second, "l7 events for the tiefighter's denied PUT and the droid's allowed PUT", func() bool {
+	// The monitor drops events for a subscriber that falls behind: keep the traffic coming.
+	waitFor(t, 10*time.Second, "l7 events for the tiefighter's denied PUT and the droid's allowed PUT", func() bool {
+		_, _, _ = request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port")
+		_, _, _ = request(droidHTTP, http.MethodPut, base+"/v1/exhaust-port")
 		return l7.seen(func(ev l7Line) bool {
 			return ev.Type == "l7" && ev.Verdict == "denied" && ev.Source.Identity == tie.Identity && ev.Destination.Identity == ds.Identity &&
 				ev.L7 != nil && ev.L7.Method == "PUT" && ev.L7.Path == "/v1/exhaust-port" && ev.L7.Status == 403
