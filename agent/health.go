@@ -31,6 +31,9 @@ const healthKeysKey = "health/keys"
 // it started alone.
 const healthRejoinInterval = 3 * time.Second
 
+// healthRetryInterval spaces attempts to start gossip after a failure.
+const healthRetryInterval = 5 * time.Second
+
 // healthLeaveTimeout bounds the goodbye on shutdown.
 const healthLeaveTimeout = 2 * time.Second
 
@@ -53,18 +56,28 @@ func (a *Agent) healthAddr() string {
 }
 
 // runHealth joins the cluster's gossip and keeps it joined until ctx ends, then leaves gracefully
-// so the other nodes record this node as left, not dead. Gossip failing to start is logged and
-// shown in status: enforcement does not depend on it.
+// so the other nodes record this node as left, not dead. Gossip failing to start (keys not
+// readable, port taken) is logged, shown in status and retried: enforcement does not depend on it.
 func (a *Agent) runHealth(ctx context.Context) {
-	h, err := a.startHealth(ctx)
-	a.health.mu.Lock()
-	a.health.h, a.health.err = h, err
-	a.health.mu.Unlock()
-	if err != nil {
-		if ctx.Err() == nil {
-			a.log.Error("gossip health unavailable", "error", err)
+	var h *health.Health
+	for {
+		var err error
+		h, err = a.startHealth(ctx)
+		a.health.mu.Lock()
+		a.health.h, a.health.err = h, err
+		a.health.mu.Unlock()
+		if err == nil {
+			break
 		}
-		return
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Error("gossip health unavailable; retrying", "error", err, "retry_in", healthRetryInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(healthRetryInterval):
+		}
 	}
 	defer func() {
 		if err := h.Leave(healthLeaveTimeout); err != nil {

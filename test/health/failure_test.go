@@ -83,11 +83,15 @@ func TestHealth_PartitionedNodeIsSuspectedThenDeadAndHealsWithoutFlapping(t *tes
 	if suspected == 0 {
 		t.Fatal("no member suspected the isolated node before declaring it dead")
 	}
-	// Unconfirmed suspicions (nobody else can confirm from inside the partition) take the longest.
-	bound := health.TunedLAN.DetectionBound(5) + 3*time.Second
+	// The isolated node takes longer: nobody can confirm its suspicions (so they run to the
+	// maximum timeout), and as all its probes fail Lifeguard's awareness slows its own probing up
+	// to 8x, which is what keeps an overloaded or cut-off node from declaring everyone dead at once.
+	var isolatedView []time.Duration
 	for _, o := range rest {
-		c.waitFor([]string{isolated}, o, health.StateDead, t0, bound)
+		at := c.waitFor([]string{isolated}, o, health.StateDead, t0, 20*time.Second)
+		isolatedView = append(isolatedView, at[isolated].Sub(t0))
 	}
+	t.Logf("isolated %s saw the others dead after %v", isolated, isolatedView)
 
 	t1 := time.Now()
 	if err := fh.LinkSetUp(link); err != nil {
