@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/palisade-mesh/palisade/monitor"
@@ -19,6 +20,11 @@ import (
 
 // deniedBody is what a denied HTTP request gets, as Cilium answers.
 const deniedBody = "Access denied\r\n"
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+)
 
 // limitReader bounds what the header parser may read from the client; the limit is lifted while a
 // body streams.
@@ -51,19 +57,31 @@ type httpConn struct {
 	br *bufio.Reader
 	bw *bufio.Writer
 	up *upstream // upstream connection in use by this client, returned to the pool at the end
+	h2 bool      // served as HTTP/2 cleartext
 }
 
 func (ep *Endpoint) serveHTTP(cc *clientConn) {
 	h := &httpConn{clientConn: cc, lr: &limitReader{r: cc.conn, n: -1}}
-	h.br = bufio.NewReaderSize(h.lr, 16<<10)
-	h.bw = bufio.NewWriterSize(cc.conn, 16<<10)
+	h.br = readerPool.Get().(*bufio.Reader)
+	h.br.Reset(h.lr)
+	h.bw = writerPool.Get().(*bufio.Writer)
+	h.bw.Reset(cc.conn)
 	defer func() {
 		if h.up != nil {
 			ep.putUpstream(h.up)
 		}
+		if h.h2 {
+			return // the HTTP/2 server's reader may still hold h.br
+		}
+		// A connection per request is common: reuse the buffers rather than allocate 32 KiB each.
+		h.br.Reset(nil)
+		h.bw.Reset(nil)
+		readerPool.Put(h.br)
+		writerPool.Put(h.bw)
 	}()
 	_ = cc.conn.SetReadDeadline(time.Now().Add(ep.p.opts.HeaderTimeout))
 	if isH2C(h.br) {
+		h.h2 = true
 		h.serveH2C()
 		return
 	}
