@@ -145,16 +145,6 @@ func (h *Health) Member(name string) (Member, bool) {
 	return *m, true
 }
 
-// Forget drops a dead or left member from the table (its registration is gone for good).
-func (h *Health) Forget(name string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if m, ok := h.members[name]; ok && (m.State == StateDead || m.State == StateLeft) {
-		delete(h.members, name)
-		h.countLocked()
-	}
-}
-
 // SetKeys replaces the gossip key set (rotation). It fails, changing nothing, on an invalid set
 // or when gossip was started without encryption.
 func (h *Health) SetKeys(ks KeySet) error {
