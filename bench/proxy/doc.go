@@ -3,5 +3,5 @@
 // rule) and through HAProxy configured with the same method/path rule, keep-alive and with a new
 // connection per request, all in the same topology and the same run. Run it as root:
 //
-//	go test -run XXX -bench . -benchtime 1x ./bench/proxy/
+//	go test -run XXX -bench . -benchtime 1x ./bench/proxy/ [-args -concurrency N]
 package proxybench

@@ -2,6 +2,7 @@ package proxybench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -72,10 +73,12 @@ backend deathstar
     server local 127.0.0.1:81
 `
 
+// concurrency is how many clients send requests at once (-args -concurrency N).
+var concurrency = flag.Int("concurrency", 4, "concurrent clients")
+
 const (
-	concurrency = 4
-	warmup      = 500 * time.Millisecond
-	measure     = 3 * time.Second
+	warmup  = 500 * time.Millisecond
+	measure = 3 * time.Second
 )
 
 type result struct {
@@ -88,7 +91,7 @@ type result struct {
 func load(ns *topology.Namespace, url string, keepAlive bool) result {
 	tr := &http.Transport{
 		DisableKeepAlives:   !keepAlive,
-		MaxIdleConnsPerHost: concurrency,
+		MaxIdleConnsPerHost: *concurrency,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return ns.DialContext(ctx, &net.Dialer{Timeout: 2 * time.Second}, network, addr)
 		},
@@ -103,7 +106,7 @@ func load(ns *topology.Namespace, url string, keepAlive bool) result {
 			wg   sync.WaitGroup
 		)
 		end := time.Now().Add(d)
-		for range concurrency {
+		for range *concurrency {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -240,7 +243,7 @@ func BenchmarkProxy(b *testing.B) {
 				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), (r.p99 - direct.p99).Round(time.Microsecond))
 		}
 	}
-	b.Logf("concurrency %d, %s per path after %s warm-up\n%s", concurrency, measure, warmup, table.String())
+	b.Logf("concurrency %d, %s per path after %s warm-up\n%s", *concurrency, measure, warmup, table.String())
 }
 
 type createdEndpoint struct {
