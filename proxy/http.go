@@ -305,6 +305,12 @@ func (h *httpConn) forward(req *http.Request, start time.Time) bool {
 			}
 		}
 	}
+	if isUp && strings.EqualFold(upgrade, "h2c") {
+		// An upgrade to HTTP/2 would tunnel requests the proxy never sees: serve this one as
+		// HTTP/1.1 (clients that want h2c use prior knowledge, which the proxy parses).
+		isUp = false
+		req.Header.Del("Http2-Settings")
+	}
 	removeHopHeaders(req.Header)
 	if isUp {
 		req.Header.Set("Connection", "Upgrade")

@@ -39,6 +39,8 @@ spec:
           path: /ws
         - method: GET
           path: /v1/eof-body
+        - method: GET
+          path: /v1/echo-upgrade
   - fromEndpoints:
     - matchLabels: {org: empire, class: maintenance-droid}
     toPorts:
@@ -80,6 +82,9 @@ func startUpstream(t testing.TB) *upstreamServer {
 		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		_ = brw.Flush()
 		_, _ = io.Copy(c, brw) // echo
+	})
+	mux.HandleFunc("GET /v1/echo-upgrade", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upgrade=%q settings=%q", r.Header.Get("Upgrade"), r.Header.Get("Http2-Settings"))
 	})
 	mux.HandleFunc("GET /v1/eof-body", func(w http.ResponseWriter, r *http.Request) {
 		c, brw, err := http.NewResponseController(w).Hijack()
@@ -559,5 +564,16 @@ func TestHTTP_PartialPipelinedRequestDoesNotHoldBackResponse(t *testing.T) {
 	resp, _ = roundTrip(t, c, br, "aust-port HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
 	if resp.StatusCode != 403 {
 		t.Fatalf("second: %d", resp.StatusCode)
+	}
+}
+
+// An allowed request asking to upgrade to h2c goes upstream as plain HTTP/1.1: after a switch the
+// proxy would see none of the HTTP/2 requests that follow.
+func TestHTTP_NoUpgradeToH2C(t *testing.T) {
+	tp, _ := newStarwarsProxy(t, Options{})
+	c := tp.dialFrom(t, "127.0.0.11")
+	resp, body := roundTrip(t, c, bufio.NewReader(c), "GET /v1/echo-upgrade HTTP/1.1\r\nHost: d\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	if resp.StatusCode != 200 || body != `upgrade="" settings=""` {
+		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }
