@@ -66,6 +66,11 @@ func (h *httpConn) serveH2C() {
 	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if err := checkPath(r); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			h.log(r, http.StatusBadRequest, monitor.VerdictDenied, start, err.Error())
+			return
+		}
 		if !h.allowed(r) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusForbidden)

@@ -160,6 +160,15 @@ func checkRequest(req *http.Request) error {
 	if req.Method == http.MethodConnect {
 		return errors.New("CONNECT is not proxied")
 	}
+	return checkPath(req)
+}
+
+// checkPath refuses dot-segments, encoded or not: rules match the path as sent, and a server that
+// resolves them would serve another path than the one judged ("/public/../admin").
+func checkPath(req *http.Request) error {
+	if p := req.URL.Path; strings.Contains(p+"/", "/../") || strings.Contains(p+"/", "/./") {
+		return fmt.Errorf("dot-segment in path %q", p)
+	}
 	return nil
 }
 

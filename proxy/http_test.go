@@ -315,6 +315,8 @@ func TestHTTP_MalformedAndSmugglingGet400AndClose(t *testing.T) {
 		{"two content lengths", "POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n"},
 		{"bad transfer encoding", "POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n"},
 		{"space in header name", "POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nBad Header: x\r\n\r\n"},
+		{"dot segments", "POST /v1/request-landing/../exhaust-port HTTP/1.1\r\nHost: d\r\n\r\n"},
+		{"encoded dot segments", "POST /v1/request-landing/%2e%2e/exhaust-port HTTP/1.1\r\nHost: d\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tp, up := newStarwarsProxy(t, Options{})
