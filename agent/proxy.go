@@ -40,6 +40,11 @@ type l7Proxy struct {
 	ports map[proxyKey]uint16
 	used  map[uint16]proxyKey
 	next  uint16
+	// After a restart, the proxy ports the pinned datapath still names are handed back to the
+	// same endpoint and port, so no flow is ever steered to another endpoint's listener.
+	adoptOnce sync.Once
+	preferred map[uint32]map[uint16]uint16 // endpoint -> destination port -> proxy port
+	reserved  map[uint16]uint32            // proxy port -> endpoint it is kept for
 }
 
 func newL7Proxy(a *Agent) (*l7Proxy, error) {
@@ -57,7 +62,8 @@ func newL7Proxy(a *Agent) (*l7Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &l7Proxy{a: a, proxy: p, ports: map[proxyKey]uint16{}, used: map[uint16]proxyKey{}, next: firstProxyPort}, nil
+	return &l7Proxy{a: a, proxy: p, ports: map[proxyKey]uint16{}, used: map[uint16]proxyKey{}, next: firstProxyPort,
+		preferred: map[uint32]map[uint16]uint16{}, reserved: map[uint16]uint32{}}, nil
 }
 
 // redirectable reports whether the datapath can send a MapState key's traffic to the proxy:
@@ -76,6 +82,8 @@ func (l *l7Proxy) prepare(ep *endpoint, ms policy.MapState) (map[policy.Key]uint
 			keys = append(keys, k)
 		}
 	}
+	l.adoptOnce.Do(l.adopt)
+	defer l.forgetReserved(ep.rec.ID)
 	if len(keys) == 0 {
 		return nil, nil // release closes what the endpoint had
 	}
@@ -176,10 +184,56 @@ func (l *l7Proxy) removeEndpoint(id uint32) {
 		}
 	}
 	l.mu.Unlock()
+	l.forgetReserved(id)
 	for _, p := range ports {
 		_ = l.a.dp.UnregisterProxySocket(p)
 	}
 	l.proxy.RemoveEndpoint(id)
+}
+
+// adopt reads the proxy ports the pinned datapath's policies already use (left by a previous run
+// of the agent) and keeps each for its endpoint and port. It runs before the first allocation,
+// so no endpoint regenerated early takes a port that another endpoint's flows still go to.
+func (l *l7Proxy) adopt() {
+	eps, err := l.a.dp.Endpoints()
+	if err != nil {
+		l.a.log.Warn("list datapath endpoints for their proxy ports", "error", err)
+		return
+	}
+	for _, ep := range eps {
+		installed, err := l.a.dp.Policy(ep.ID)
+		if err != nil {
+			l.a.log.Warn("read installed policy for its proxy ports", "endpoint", ep.ID, "error", err)
+			continue
+		}
+		l.mu.Lock()
+		for _, e := range installed {
+			if e.ProxyPort == 0 || e.Direction != bpf.Ingress {
+				continue
+			}
+			if _, kept := l.reserved[e.ProxyPort]; kept {
+				continue
+			}
+			if l.preferred[ep.ID] == nil {
+				l.preferred[ep.ID] = map[uint16]uint16{}
+			}
+			l.preferred[ep.ID][e.Port] = e.ProxyPort
+			l.reserved[e.ProxyPort] = ep.ID
+		}
+		l.mu.Unlock()
+	}
+}
+
+// forgetReserved releases the adopted ports an endpoint's policy no longer uses.
+func (l *l7Proxy) forgetReserved(id uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for p, owner := range l.reserved {
+		if owner == id {
+			delete(l.reserved, p)
+		}
+	}
+	delete(l.preferred, id)
 }
 
 func (l *l7Proxy) allocate(k proxyKey) (uint16, error) {
@@ -188,13 +242,21 @@ func (l *l7Proxy) allocate(k proxyKey) (uint16, error) {
 	if p, ok := l.ports[k]; ok {
 		return p, nil
 	}
+	if p, ok := l.preferred[k.endpoint][k.port]; ok && l.reserved[p] == k.endpoint {
+		if _, taken := l.used[p]; !taken {
+			delete(l.reserved, p)
+			l.ports[k], l.used[p] = p, k
+			return p, nil
+		}
+	}
 	for range lastProxyPort - firstProxyPort + 1 {
 		p := l.next
 		l.next++
 		if l.next > lastProxyPort {
 			l.next = firstProxyPort
 		}
-		if _, taken := l.used[p]; !taken {
+		_, kept := l.reserved[p]
+		if _, taken := l.used[p]; !taken && !kept {
 			l.ports[k], l.used[p] = p, k
 			return p, nil
 		}

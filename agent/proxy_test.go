@@ -9,7 +9,8 @@ import (
 )
 
 func TestL7Proxy_PortsAreStablePerKeyAndUnique(t *testing.T) {
-	l := &l7Proxy{ports: map[proxyKey]uint16{}, used: map[uint16]proxyKey{}, next: lastProxyPort - 1}
+	l := &l7Proxy{ports: map[proxyKey]uint16{}, used: map[uint16]proxyKey{}, next: lastProxyPort - 1,
+		preferred: map[uint32]map[uint16]uint16{}, reserved: map[uint16]uint32{}}
 	a1, _ := l.allocate(proxyKey{endpoint: 1, port: 80, endPort: 80})
 	b1, _ := l.allocate(proxyKey{endpoint: 2, port: 80, endPort: 80})
 	c1, _ := l.allocate(proxyKey{endpoint: 1, port: 9000, endPort: 9000}) // wraps around
@@ -52,5 +53,16 @@ func TestL7Proxy_RedirectEntriesGetTheirProxyPort(t *testing.T) {
 	}
 	if !redirectable(web) || !redirectable(anyProto) || redirectable(egress) {
 		t.Fatal("redirectable")
+	}
+}
+
+func TestL7Proxy_AdoptedPortsGoBackToTheirEndpoint(t *testing.T) {
+	l := &l7Proxy{ports: map[proxyKey]uint16{}, used: map[uint16]proxyKey{}, next: firstProxyPort,
+		preferred: map[uint32]map[uint16]uint16{2: {80: firstProxyPort}}, reserved: map[uint16]uint32{firstProxyPort: 2}}
+	// Endpoint 1 regenerates first: it must not take the port the datapath gives endpoint 2's flows.
+	p1, _ := l.allocate(proxyKey{endpoint: 1, port: 80, endPort: 80})
+	p2, _ := l.allocate(proxyKey{endpoint: 2, port: 80, endPort: 80})
+	if p1 == firstProxyPort || p2 != firstProxyPort {
+		t.Fatalf("endpoint 1 got %d, endpoint 2 got %d; want endpoint 2 to keep %d", p1, p2, firstProxyPort)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,6 +104,10 @@ func TestL7_TestAppWithCurl(t *testing.T) {
 		}
 	}
 	check("after import")
+	ports := proxyPorts(t, a1, app.ID)
+	if len(ports) == 0 {
+		t.Fatal("no proxy port in the endpoint's datapath policy")
+	}
 
 	a1.Stop(syscall.SIGKILL) // SIGKILL: the proxy's listeners die with it, redirected flows are refused
 	if got := curl(t, clientNS, base+"/headers"); got == "200" {
@@ -110,6 +115,35 @@ func TestL7_TestAppWithCurl(t *testing.T) {
 	}
 	a1.Start()
 	check("after the agent restarted")
+	// The restarted agent adopted the proxy ports its predecessor installed.
+	if after := proxyPorts(t, a1, app.ID); !slices.Equal(after, ports) {
+		t.Fatalf("proxy ports %v before the restart, %v after", ports, after)
+	}
+}
+
+// proxyPorts reads the proxy ports of an endpoint's installed policy with `palisade bpf policy`.
+func proxyPorts(t *testing.T, a *harness.Agent, id uint32) []uint16 {
+	t.Helper()
+	out, err := exec.Command(harness.Binary(t), "bpf", "policy", fmt.Sprint(id), "--pin-dir", a.PinDir, "-o", "json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("palisade bpf policy: %v\n%s", err, out)
+	}
+	var entries []map[string]any
+	if err := jsonUnmarshal(string(out), &entries); err != nil {
+		t.Fatalf("palisade bpf policy output %q: %v", out, err)
+	}
+	var ports []uint16
+	for _, e := range entries {
+		for k, v := range e {
+			if strings.EqualFold(k, "proxyPort") {
+				if f, ok := v.(float64); ok && f != 0 {
+					ports = append(ports, uint16(f))
+				}
+			}
+		}
+	}
+	slices.Sort(ports)
+	return ports
 }
 
 // r2d2Server answers each r2d2 request line with "OK <line>" inside the namespace on port 9000.

@@ -61,7 +61,7 @@ type Agent struct {
 	node   *topology.Node
 	args   []string
 	Socket string
-	pinDir string
+	PinDir string // bpffs directory of the agent's pins
 	log    *lockedBuffer
 
 	mu   sync.Mutex
@@ -92,21 +92,21 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 		t:      t,
 		node:   node,
 		Socket: filepath.Join(dir, node.Name+".sock"),
-		pinDir: fmt.Sprintf("/sys/fs/bpf/pal-l7-%d-%s", os.Getpid(), node.Name),
+		PinDir: fmt.Sprintf("/sys/fs/bpf/pal-l7-%d-%s", os.Getpid(), node.Name),
 		log:    &lockedBuffer{},
 	}
 	a.args = []string{"agent",
 		"--cluster-name", cluster, "--cluster-id", fmt.Sprint(clusterID),
 		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
 		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
-		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.Socket, "--bpf-pin-dir", a.pinDir,
+		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.Socket, "--bpf-pin-dir", a.PinDir,
 		"--log-level", "debug",
 	}
 	t.Cleanup(func() {
 		a.Stop(syscall.SIGTERM)
 		// The datapath outlives the agent by design; the test removes it.
-		if err := os.RemoveAll(a.pinDir); err != nil {
-			t.Errorf("remove pins %s: %v", a.pinDir, err)
+		if err := os.RemoveAll(a.PinDir); err != nil {
+			t.Errorf("remove pins %s: %v", a.PinDir, err)
 		}
 		if t.Failed() {
 			t.Logf("agent %s log:\n%s", node.Name, a.log.String())
