@@ -1,6 +1,7 @@
 // Command health measures gossip failure detection: for clusters of 8 and 32 members it kills a
 // member (its gossip stops without a goodbye, as after SIGKILL), times until the first and the
-// last other member declare it dead, restarts it under the same name and address, and repeats;
+// last other member declare it dead, restarts it under the same name and address (joining every
+// other member, as the agent joins every registered node), and repeats;
 // it also measures the bytes each member sends per second in a quiet cluster. The tuned profile
 // and memberlist's default LAN profile run in the same invocation, concurrently, and the output
 // is a Markdown table with ratios.
@@ -163,7 +164,14 @@ func run(p health.Profile, n, kills int, quiet time.Duration, keys health.KeySet
 			return r, fmt.Errorf("restart %s: %w", victim.name, err)
 		}
 		victim.h = h
-		if _, err := h.Join([]string{members[0].h.LocalAddr().String()}); err != nil {
+		// Like the agent, which joins every registered node it does not see alive.
+		var seeds []string
+		for _, m := range members {
+			if m != victim {
+				seeds = append(seeds, m.h.LocalAddr().String())
+			}
+		}
+		if _, err := h.Join(seeds); err != nil {
 			return r, err
 		}
 		if err := waitAll(members, victim, health.StateAlive, time.Minute); err != nil {
