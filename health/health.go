@@ -45,14 +45,10 @@ func New(cfg Config) (*Health, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("health config: %w", err)
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("health metrics: %w", err)
-	}
 	h := &Health{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "health"),
-		metrics: m,
+		metrics: newMetrics(),
 		meta:    cfg.Meta,
 		members: map[string]*Member{},
 		wake:    make(chan struct{}, 1),
@@ -77,13 +73,13 @@ func New(cfg Config) (*Health, error) {
 	// The label keeps clusters sharing a network from merging: packets of another cluster are dropped.
 	mc.Label = "palisade/" + cfg.Meta.Cluster
 	mc.Logger = log.New(&logBridge{h: h}, "", 0)
+	var err error
 	if h.transport, err = newCountingTransport(mc.BindAddr, cfg.Port, mc.Logger); err != nil {
 		return nil, err
 	}
 	mc.Transport = h.transport
 	mc.BindPort = h.transport.port()
 	mc.AdvertisePort = mc.BindPort
-	m.sentBytes(h.transport, cfg.Registerer)
 	ev := &delegate{h: h}
 	mc.Delegate, mc.Events, mc.Ping = ev, ev, ev
 	if !cfg.Keys.IsZero() {
@@ -101,6 +97,10 @@ func New(cfg Config) (*Health, error) {
 		close(h.stop)
 		<-h.done
 		return nil, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(mc.BindAddr, fmt.Sprint(cfg.Port)), err)
+	}
+	if err := h.metrics.register(cfg.Registerer, h.transport); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("health metrics: %w", err)
 	}
 	return h, nil
 }

@@ -349,3 +349,43 @@ func metricValue(c prometheus.Metric) float64 {
 	}
 	return m.Counter.GetValue()
 }
+
+func TestNew_FailedStartLeavesTheRegistryReusable(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	first, err := New(Config{Meta: Meta{Node: "a", Cluster: "c"}, BindAddr: netip.MustParseAddr("127.0.0.1"), BindAnyPort: true, Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	// Same port: the start fails, and must not leave metrics behind in reg.
+	port := int(first.LocalAddr().Port())
+	if h, err := New(Config{Meta: Meta{Node: "b", Cluster: "c"}, BindAddr: netip.MustParseAddr("127.0.0.1"), Port: port, Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		h.Close()
+		t.Fatal("two members bound the same port")
+	}
+	first.Close()
+	second, err := New(Config{Meta: Meta{Node: "a", Cluster: "c"}, BindAddr: netip.MustParseAddr("127.0.0.1"), BindAnyPort: true, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Close()
+
+	// A start that fails after binding (metrics collide) releases its port and registers nothing.
+	reg2 := prometheus.NewRegistry()
+	reg2.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "palisade_health_probe_rtt_seconds", Help: "taken"}))
+	if h, err := New(Config{Meta: Meta{Node: "c", Cluster: "c"}, BindAddr: netip.MustParseAddr("127.0.0.1"), BindAnyPort: true, Registerer: reg2, Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		h.Close()
+		t.Fatal("colliding metrics accepted")
+	}
+	mfs, err := reg2.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 0 {
+		for _, mf := range mfs {
+			if mf.GetName() != "palisade_health_probe_rtt_seconds" {
+				t.Fatalf("failed start left %s registered", mf.GetName())
+			}
+		}
+	}
+}

@@ -11,7 +11,7 @@ type metrics struct {
 	rejected *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics() *metrics {
 	m := &metrics{
 		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "palisade_health_members",
@@ -37,26 +37,34 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.rejected.WithLabelValues("decrypt")
 	m.rejected.WithLabelValues("label")
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.members, m.rtt, m.changes, m.rejected} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return m, nil
+	return m
 }
 
-// sentBytes exports the transport's byte counts.
-func (m *metrics) sentBytes(t *countingTransport, reg prometheus.Registerer) {
+// register adds the metrics, with the transport's byte counts, to reg; all or nothing, so a
+// failed start can be retried with the same registry.
+func (m *metrics) register(reg prometheus.Registerer, t *countingTransport) error {
 	if reg == nil {
-		return
+		return nil
 	}
-	for kind, n := range map[string]func() uint64{"packet": t.packetBytes.Load, "stream": t.streamBytes.Load} {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+	cs := []prometheus.Collector{m.members, m.rtt, m.changes, m.rejected}
+	for _, kind := range []string{"packet", "stream"} {
+		n := t.packetBytes.Load
+		if kind == "stream" {
+			n = t.streamBytes.Load
+		}
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "palisade_health_sent_bytes_total",
 			Help:        "Gossip bytes sent by this member, by kind (packet: UDP probes and gossip; stream: TCP state exchanges).",
 			ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(n()) }))
 	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
 }
