@@ -12,7 +12,7 @@
 // connection. HTTP/1.x is parsed with net/http's parser; a denied request gets
 // "403 Forbidden" with body "Access denied\r\n" and the connection stays usable; a malformed one
 // gets 400 and the connection is closed, and nothing of it is forwarded. HTTP/2 cleartext with
-// prior knowledge (gRPC) is served with x/net/http2, each stream judged by its path
+// prior knowledge (gRPC) is served with net/http's HTTP/2, each stream judged by its path
 // (/package.Service/Method). Other protocols go through the generic parser framework of package
 // proxy/parser (l7proto in the policy).
 //

@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/net/http2"
 
 	"github.com/palisade-mesh/palisade/identity"
 	"github.com/palisade-mesh/palisade/policy"
@@ -38,8 +37,8 @@ type Endpoint struct {
 	listeners map[uint16]*net.TCPListener
 	conns     map[net.Conn]struct{}
 	idle      map[string][]*upstream
-	dials     atomic.Int64     // upstream connections made (tests check pooling)
-	h2        *http2.Transport // HTTP/2 cleartext upstreams (gRPC), created on first use
+	dials     atomic.Int64    // upstream connections made (tests check pooling)
+	h2        *http.Transport // HTTP/2 cleartext upstreams (gRPC), created on first use
 	closed    bool
 }
 

@@ -4,19 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/palisade-mesh/palisade/monitor"
 )
 
-var h2Preface = []byte(http2.ClientPreface)
+// h2Preface opens every HTTP/2 connection (RFC 9113 3.4).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 // isH2C reports whether the client opened with the HTTP/2 prior-knowledge preface (gRPC without
 // TLS). It reads no more than the preface and returns as soon as the bytes differ from it.
@@ -82,8 +82,58 @@ func (h *httpConn) serveH2C() {
 		rp.ServeHTTP(sw, r)
 		h.log(r, sw.status, monitor.VerdictAllowed, start, "")
 	})
-	srv := &http2.Server{IdleTimeout: ep.p.opts.IdleTimeout, MaxReadFrameSize: 1 << 20}
-	srv.ServeConn(&bufferedConn{Conn: h.conn, r: h.br}, &http2.ServeConnOpts{Context: ep.ctx, Handler: handler})
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:     handler,
+		Protocols:   &protocols,
+		IdleTimeout: ep.p.opts.IdleTimeout,
+		BaseContext: func(net.Listener) context.Context { return ep.ctx },
+		ErrorLog:    slog.NewLogLogger(ep.p.opts.Logger.Handler(), slog.LevelDebug),
+	}
+	ln := newOneConnListener(&bufferedConn{Conn: h.conn, r: h.br})
+	stop := context.AfterFunc(ep.ctx, func() { srv.Close() })
+	defer stop()
+	_ = srv.Serve(ln)
+}
+
+// oneConnListener hands one connection to an http.Server, then reports itself closed once that
+// connection is: Serve returns when the client is done.
+type oneConnListener struct {
+	conn *notifyConn
+	once sync.Once
+}
+
+func newOneConnListener(c net.Conn) *oneConnListener {
+	return &oneConnListener{conn: &notifyConn{Conn: c, closed: make(chan struct{})}}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	first := false
+	l.once.Do(func() { first = true })
+	if first {
+		return l.conn, nil
+	}
+	<-l.conn.closed
+	return nil, net.ErrClosed
+}
+
+// Close does nothing: the connection is the server's to close.
+func (l *oneConnListener) Close() error { return nil }
+
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// notifyConn tells when the server closed it.
+type notifyConn struct {
+	net.Conn
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (c *notifyConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { close(c.closed) })
+	return err
 }
 
 type statusWriter struct {
@@ -105,13 +155,15 @@ func (s *statusWriter) Flush() {
 
 // h2Transport returns the endpoint's HTTP/2 cleartext client, which pools one multiplexed
 // connection per upstream address; its dials happen inside the endpoint's namespace.
-func (ep *Endpoint) h2Transport() *http2.Transport {
+func (ep *Endpoint) h2Transport() *http.Transport {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.h2 == nil {
-		ep.h2 = &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		ep.h2 = &http.Transport{
+			Protocols: &protocols,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 				ctx, cancel := context.WithTimeout(ctx, ep.p.opts.DialTimeout)
 				defer cancel()
 				if ep.upstreamOverride != "" {
