@@ -157,15 +157,36 @@ func (h *Health) SetKeys(ks KeySet) error {
 	return ks.apply(h.keyring)
 }
 
+// leavingPrefix starts the message a leaving member sends every other member directly.
+const leavingPrefix = "palisade-leaving:"
+
 // Leave tells the others this node is going away, so they record it as left, and stops gossip.
-// It waits at most timeout for the announcement to spread.
+// The intent goes to every member directly (TCP, in parallel) before memberlist's own leave
+// broadcast: gossip alone may bring a member the leave before the intent, and it would record a
+// death. It waits at most timeout for each step.
 func (h *Health) Leave(timeout time.Duration) error {
 	h.mu.Lock()
 	h.meta.Leaving = true
 	h.mu.Unlock()
 	var errs []error
-	if err := h.ml.UpdateNode(timeout); err != nil {
-		errs = append(errs, fmt.Errorf("announce leaving: %w", err))
+	msg := []byte(leavingPrefix + h.cfg.Meta.Node)
+	var wg sync.WaitGroup
+	for _, n := range h.ml.Members() {
+		if n.Name == h.cfg.Meta.Node {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = h.ml.SendReliable(n, msg) // unreachable members will see the leave broadcast, or a death
+		}()
+	}
+	sent := make(chan struct{})
+	go func() { wg.Wait(); close(sent) }()
+	select {
+	case <-sent:
+	case <-time.After(timeout):
+		errs = append(errs, fmt.Errorf("announce leaving: not every member answered within %s", timeout))
 	}
 	if err := h.ml.Leave(timeout); err != nil {
 		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
@@ -221,6 +242,11 @@ func (h *Health) transition(n *memberlist.Node, state State, update func(*Member
 	if state == "" || m.State == state {
 		return
 	}
+	h.setStateLocked(m, state)
+}
+
+// setStateLocked records a state change and queues it for OnChange.
+func (h *Health) setStateLocked(m *Member, state State) {
 	from := m.State
 	m.State, m.Since = state, time.Now()
 	h.metrics.changes.WithLabelValues(string(state)).Inc()
@@ -282,7 +308,24 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return raw
 }
 
-func (d *delegate) NotifyMsg([]byte)                           {}
+// NotifyMsg receives the leave intents (messages are authenticated by the gossip key).
+func (d *delegate) NotifyMsg(msg []byte) {
+	name, ok := strings.CutPrefix(string(msg), leavingPrefix)
+	if !ok {
+		return
+	}
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	m, known := d.h.members[name]
+	if !known {
+		return
+	}
+	m.Meta.Leaving = true
+	if m.State == StateDead { // the leave broadcast overtook the intent
+		d.h.setStateLocked(m, StateLeft)
+	}
+}
+
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *delegate) LocalState(join bool) []byte                { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
@@ -351,16 +394,8 @@ func (h *Health) suspect(name string) {
 		h.mu.Unlock()
 		return
 	}
-	from := m.State
-	m.State, m.Since = StateSuspect, time.Now()
-	h.metrics.changes.WithLabelValues(string(StateSuspect)).Inc()
-	h.countLocked()
-	h.queue = append(h.queue, Change{Member: *m, From: from})
+	h.setStateLocked(m, StateSuspect)
 	h.mu.Unlock()
-	select {
-	case h.wake <- struct{}{}:
-	default:
-	}
 }
 
 // logBridge turns memberlist's log lines ("[LEVEL] memberlist: text") into slog records and picks
