@@ -245,7 +245,9 @@ func (a *Agent) closeResources() {
 	a.bg.Wait()
 	a.l7.close()
 	if a.alloc != nil {
-		a.alloc.Close()
+		// References stay until the lease expires, as after a crash: a restarted agent takes them
+		// over, and garbage collection never sees its identities unreferenced meanwhile.
+		a.alloc.CloseKeepReferences()
 	}
 	if a.kv != nil {
 		a.kv.Close()

@@ -12,32 +12,6 @@ import (
 	"github.com/palisade-mesh/palisade/kvstore"
 )
 
-// identityKVFlags say how `palisade identity` reaches the cluster's etcd.
-type identityKVFlags struct {
-	endpoints []string
-	prefix    string
-	caFile    string
-	certFile  string
-	keyFile   string
-}
-
-func (f *identityKVFlags) register(cmd *cobra.Command) {
-	fs := cmd.PersistentFlags()
-	fs.StringSliceVar(&f.endpoints, "kvstore-endpoints", []string{kvstore.DefaultEndpoint}, "etcd endpoints of the cluster (http://, https://, unix://, unixs://)")
-	fs.StringVar(&f.prefix, "kvstore-prefix", kvstore.DefaultPrefix, "key prefix of the cluster's data in etcd")
-	fs.StringVar(&f.caFile, "kvstore-ca", "", "CA certificate (PEM) that signed etcd's server certificate")
-	fs.StringVar(&f.certFile, "kvstore-cert", "", "client certificate (PEM) for etcd")
-	fs.StringVar(&f.keyFile, "kvstore-key", "", "client key (PEM) for etcd")
-}
-
-func (f *identityKVFlags) connect(ctx context.Context) (*kvstore.Client, error) {
-	cfg := kvstore.Config{Endpoints: f.endpoints, Prefix: f.prefix}
-	if f.caFile != "" || f.certFile != "" || f.keyFile != "" {
-		cfg.TLS = &kvstore.TLSConfig{CAFile: f.caFile, CertFile: f.certFile, KeyFile: f.keyFile}
-	}
-	return kvstore.New(ctx, cfg)
-}
-
 // identityView is one identity as `palisade identity` prints it.
 type identityView struct {
 	ID      uint32   `json:"id"`
@@ -50,19 +24,18 @@ type identityView struct {
 }
 
 func newIdentityCommand() *cobra.Command {
-	kvf := &identityKVFlags{}
 	cmd := &cobra.Command{
 		Use:   "identity",
 		Short: "Inspect the numeric security identities of a cluster",
 		Long: `Identities are the numbers policy is enforced on: reserved ones (host, world, ...) and the
 cluster-scoped ones allocated in the cluster's etcd for each label set.`,
 	}
-	kvf.register(cmd)
+	kvf := addKvstoreFlags(cmd.PersistentFlags())
 	cmd.AddCommand(newIdentityListCommand(kvf), newIdentityGetCommand(kvf))
 	return cmd
 }
 
-func newIdentityListCommand(kvf *identityKVFlags) *cobra.Command {
+func newIdentityListCommand(kvf *kvstoreFlags) *cobra.Command {
 	var noReserved bool
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -73,7 +46,7 @@ func newIdentityListCommand(kvf *identityKVFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&noReserved, "no-reserved", false, "leave out the reserved identities")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx := cmd.Context()
-		kv, err := kvf.connect(ctx)
+		kv, err := connectKvstore(ctx, kvf)
 		if err != nil {
 			return err
 		}
@@ -100,7 +73,7 @@ func newIdentityListCommand(kvf *identityKVFlags) *cobra.Command {
 	return cmd
 }
 
-func newIdentityGetCommand(kvf *identityKVFlags) *cobra.Command {
+func newIdentityGetCommand(kvf *kvstoreFlags) *cobra.Command {
 	var byLabels []string
 	cmd := &cobra.Command{
 		Use:   "get (ID | RESERVED-NAME | --labels LABEL,...)",
@@ -133,7 +106,7 @@ func newIdentityGetCommand(kvf *identityKVFlags) *cobra.Command {
 			return err
 		}
 		ctx := cmd.Context()
-		kv, err := kvf.connect(ctx)
+		kv, err := connectKvstore(ctx, kvf)
 		if err != nil {
 			return err
 		}
