@@ -142,19 +142,6 @@ func (c *Cache) has(id ID) bool {
 	return ok
 }
 
-// countIn returns how many identities of r the cache knows.
-func (c *Cache) countIn(r idRange) int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	n := 0
-	for id := range c.byID {
-		if r.contains(id) {
-			n++
-		}
-	}
-	return n
-}
-
 // List returns every identity the cache knows, reserved ones first, in numeric order.
 func (c *Cache) List() []Identity {
 	return append(reservedIdentities(), c.snapshot()...)
