@@ -7,6 +7,9 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The L7 proxy's tests talk to a real memcached server and use curl as an HTTP client.
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${PALISADE_NEED_GENERATORS:-0}" = 1 ]; then
   command -v clang >/dev/null 2>&1 || need+=(clang llvm)
   [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
