@@ -48,7 +48,9 @@ lint: $(TOOLS)/staticcheck
 	$(GO) vet ./...
 	$(TOOLS)/staticcheck ./...
 
+# Baselines the benchmarks compare against: HAProxy (L7 proxy) and iptables (datapath).
 bench: deps
+	@PALISADE_EXTRA_PACKAGES="haproxy iptables" ./deploy/local/install-deps.sh
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
 
 # The Star Wars scenario on a two-node playground cluster in network namespaces (root).
