@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -35,6 +36,10 @@ const maxEndpointID = 65535
 
 // endpoint is one workload on this node. Fields other than rec are guarded by Agent.mu.
 type endpoint struct {
+	// regenMu serialises regenerations of this endpoint: each writes the difference from what the
+	// previous one applied, so two at once would leave the kernel in neither state.
+	regenMu sync.Mutex
+
 	rec        endpointRecord
 	hostIndex  int
 	labels     identity.Labels // identity labels (filtered)

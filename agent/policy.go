@@ -238,6 +238,8 @@ func (a *Agent) regenerateLoop(ctx context.Context) {
 // regenerateEndpoint computes the endpoint's datapath policy and swaps it in atomically when it
 // differs from what the kernel has.
 func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
+	ep.regenMu.Lock()
+	defer ep.regenMu.Unlock()
 	start := time.Now()
 	outcome := "unchanged"
 	defer func() {
