@@ -17,6 +17,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
@@ -27,9 +28,9 @@ type createdEndpoint struct {
 	State    string `json:"state"`
 }
 
-func createEndpoint(t *testing.T, a *agentProc, ns *topology.Namespace, labels string) createdEndpoint {
+func createEndpoint(t *testing.T, a *harness.Agent, ns *topology.Namespace, labels string) createdEndpoint {
 	t.Helper()
-	out, err := a.cli("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
+	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func createEndpoint(t *testing.T, a *agentProc, ns *topology.Namespace, labels s
 // importPolicy runs `palisade policy import` against the cluster's etcd.
 func importPolicy(t *testing.T, kvEndpoint, path string) {
 	t.Helper()
-	out, err := exec.Command(palisadeBinary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
+	out, err := exec.Command(harness.Binary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
 	if err != nil {
 		t.Fatalf("policy import: %v\n%s", err, out)
 	}
@@ -59,8 +60,8 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 
 	topo := topology.NewForTest(t, topology.Options{})
 	n1, n2 := topo.MustAddNode(t, "n1"), topo.MustAddNode(t, "n2")
-	a1 := startAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
-	a2 := startAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
+	a1 := harness.StartAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
+	a2 := harness.StartAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
 
 	ds1NS, ds2NS := bareNamespace(t, topo, "ds1"), bareNamespace(t, topo, "ds2")
 	tieNS, xwingNS := bareNamespace(t, topo, "tie"), bareNamespace(t, topo, "xwing")
@@ -74,9 +75,9 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	if ds1.Identity == tie.Identity || tie.Identity == xwing.Identity || ds1.Identity == xwing.Identity {
 		t.Fatalf("identities not distinct: deathstar %d, tiefighter %d, xwing %d", ds1.Identity, tie.Identity, xwing.Identity)
 	}
-	serveDeathstar(t, ds1NS, "deathstar-1")
-	serveDeathstar(t, ds2NS, "deathstar-2")
-	tieHTTP, xwingHTTP := nsHTTPClient(tieNS, 3*time.Second), nsHTTPClient(xwingNS, 2*time.Second)
+	harness.ServeDeathstar(t, ds1NS, "deathstar-1")
+	harness.ServeDeathstar(t, ds2NS, "deathstar-2")
+	tieHTTP, xwingHTTP := harness.HTTPClient(tieNS, 3*time.Second), harness.HTTPClient(xwingNS, 2*time.Second)
 
 	// No policy: everyone lands, on both nodes.
 	for _, ds := range []createdEndpoint{ds1, ds2} {
@@ -112,18 +113,18 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	// endpoints instead of rebuilding them.
 	stream := startLandingStream(tieHTTP, ds1.IPv4)
 	time.Sleep(300 * time.Millisecond)
-	a1.stop(syscall.SIGKILL)
+	a1.Stop(syscall.SIGKILL)
 	time.Sleep(time.Second)
 	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
 		t.Fatal("the xwing landed while the agent was down")
 	}
-	a1.start()
+	a1.Start()
 	time.Sleep(500 * time.Millisecond)
 	ok, failed := stream.stop()
 	if failed > 0 || ok == 0 {
 		t.Fatalf("while the agent was killed and restarted: %d requests landed, %d failed (%v)", ok, failed, stream.firstErr())
 	}
-	out, err := a1.cli("endpoint", "get", "1", "-o", "json")
+	out, err := a1.CLI("endpoint", "get", "1", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &after); err != nil || len(after) != 1 || after[0].Identity != ds1.Identity || after[0].IPv4 != ds1.IPv4 || after[0].State != "ready" {
 		t.Fatalf("after restart, endpoint 1 = %s (%v), want deathstar-1 adopted", out, err)
 	}
-	if !strings.Contains(a1.log.String(), "endpoint restored") {
+	if !strings.Contains(a1.Log(), "endpoint restored") {
 		t.Fatal("the restarted agent did not restore its endpoint")
 	}
 
@@ -158,13 +159,13 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	if tie2.Identity != tie.Identity {
 		t.Fatalf("second tiefighter got identity %d, want %d", tie2.Identity, tie.Identity)
 	}
-	tie2HTTP := nsHTTPClient(tie2NS, 3*time.Second)
+	tie2HTTP := harness.HTTPClient(tie2NS, 3*time.Second)
 	waitFor(t, 10*time.Second, "the new tiefighter to land on deathstar-2", func() bool {
 		body, err := land(tie2HTTP, ds2.IPv4)
 		return err == nil && body == "Ship landed\n"
 	})
 	// The agent's metrics are served inside its node namespace.
-	resp, err := nsHTTPClient(n1.NS, 3*time.Second).Get("http://127.0.0.1:9962/metrics")
+	resp, err := harness.HTTPClient(n1.NS, 3*time.Second).Get("http://127.0.0.1:9962/metrics")
 	if err != nil {
 		t.Fatalf("scrape agent metrics: %v", err)
 	}
@@ -179,7 +180,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	verdicts := watchMonitor(t, a1, "--type", "policy,drop", "--from-identity", fmt.Sprint(xwing.Identity))
 	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
 		time.Sleep(500 * time.Millisecond)
-		eps, _ := a1.cli("endpoint", "list", "-o", "json")
+		eps, _ := a1.CLI("endpoint", "list", "-o", "json")
 		t.Fatalf("after the outage, the xwing (%d) landed on deathstar (%d); verdicts on %s: %+v\nendpoints: %s", xwing.Identity, ds1.Identity, n1.Name, verdicts.all(), eps)
 	}
 }
@@ -274,10 +275,10 @@ func (m *monitorWatch) seen(match func(monitorLine) bool) bool {
 }
 
 // watchMonitor runs `palisade monitor -o json` against the agent until the test ends.
-func watchMonitor(t *testing.T, a *agentProc, args ...string) *monitorWatch {
+func watchMonitor(t *testing.T, a *harness.Agent, args ...string) *monitorWatch {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, palisadeBinary(t), append([]string{"monitor", "-o", "json", "--socket", a.socket}, args...)...)
+	cmd := exec.CommandContext(ctx, harness.Binary(t), append([]string{"monitor", "-o", "json", "--socket", a.Socket}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

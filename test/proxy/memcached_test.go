@@ -13,7 +13,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
-	"github.com/palisade-mesh/palisade/test/proxy/harness"
+	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 

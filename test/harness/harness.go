@@ -1,5 +1,5 @@
 // Package harness runs palisade agents as real processes in the node namespaces of a test
-// topology, for the proxy's end-to-end tests and benchmarks.
+// topology, for end-to-end tests and benchmarks.
 package harness
 
 import (
@@ -92,7 +92,7 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 		t:      t,
 		node:   node,
 		Socket: filepath.Join(dir, node.Name+".sock"),
-		PinDir: fmt.Sprintf("/sys/fs/bpf/pal-l7-%d-%s", os.Getpid(), node.Name),
+		PinDir: fmt.Sprintf("/sys/fs/bpf/pal-e2e-%d-%s", os.Getpid(), node.Name),
 		log:    &lockedBuffer{},
 	}
 	a.args = []string{"agent",
@@ -100,7 +100,7 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
 		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
 		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.Socket, "--bpf-pin-dir", a.PinDir,
-		"--log-level", "debug",
+		"--log-level", "debug", "--metrics-addr", "127.0.0.1:9962",
 	}
 	t.Cleanup(func() {
 		a.Stop(syscall.SIGTERM)
@@ -115,6 +115,9 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 	a.Start()
 	return a
 }
+
+// Log returns what the agent printed so far.
+func (a *Agent) Log() string { return a.log.String() }
 
 func (a *Agent) Start() {
 	a.t.Helper()
