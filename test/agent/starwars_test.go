@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/monitor"
 	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
@@ -88,7 +88,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 		}
 	}
 
-	drops := watchMonitor(t, a1, "--type", "drop")
+	drops := harness.WatchMonitor(t, a1, "--type", "drop")
 	importPolicy(t, kvEndpoint, "../../examples/starwars/l3-l4.yaml")
 	waitFor(t, 10*time.Second, "the xwing to be dropped", func() bool {
 		_, err := land(xwingHTTP, ds1.IPv4)
@@ -103,8 +103,8 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "a drop event naming the xwing and the deathstar", func() bool {
-		return drops.seen(func(ev monitorLine) bool {
-			return ev.Source.Identity == xwing.Identity && ev.Destination.Identity == ds1.Identity
+		return drops.Seen(func(ev monitor.Event) bool {
+			return ev.Source.Identity == xwing.Identity && ev.Dest.Identity == ds1.Identity
 		})
 	})
 
@@ -177,11 +177,11 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 		}
 	}
 
-	verdicts := watchMonitor(t, a1, "--type", "policy,drop", "--from-identity", fmt.Sprint(xwing.Identity))
+	verdicts := harness.WatchMonitor(t, a1, "--type", "policy,drop", "--from-identity", fmt.Sprint(xwing.Identity))
 	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
 		time.Sleep(500 * time.Millisecond)
 		eps, _ := a1.CLI("endpoint", "list", "-o", "json")
-		t.Fatalf("after the outage, the xwing (%d) landed on deathstar (%d); verdicts on %s: %+v\nendpoints: %s", xwing.Identity, ds1.Identity, n1.Name, verdicts.all(), eps)
+		t.Fatalf("after the outage, the xwing (%d) landed on deathstar (%d); verdicts on %s: %+v\nendpoints: %s", xwing.Identity, ds1.Identity, n1.Name, verdicts.Events(), eps)
 	}
 }
 
@@ -237,74 +237,4 @@ func (s *landingStream) firstErr() error {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	return s.err
-}
-
-// monitorLine is the JSON form of a monitor event (palisade monitor -o json).
-type monitorLine struct {
-	Type    string `json:"type"`
-	Reason  string `json:"reason"`
-	Verdict string `json:"verdict"`
-	Source  struct {
-		Identity uint32 `json:"identity"`
-	} `json:"source"`
-	Destination struct {
-		Identity uint32 `json:"identity"`
-	} `json:"destination"`
-}
-
-type monitorWatch struct {
-	mu     sync.Mutex
-	events []monitorLine
-}
-
-func (m *monitorWatch) all() []monitorLine {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]monitorLine(nil), m.events...)
-}
-
-func (m *monitorWatch) seen(match func(monitorLine) bool) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, ev := range m.events {
-		if match(ev) {
-			return true
-		}
-	}
-	return false
-}
-
-// watchMonitor runs `palisade monitor -o json` against the agent until the test ends.
-func watchMonitor(t *testing.T, a *harness.Agent, args ...string) *monitorWatch {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, harness.Binary(t), append([]string{"monitor", "-o", "json", "--socket", a.Socket}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	m := &monitorWatch{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev monitorLine
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				m.mu.Lock()
-				m.events = append(m.events, ev)
-				m.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = cmd.Wait()
-	})
-	time.Sleep(300 * time.Millisecond) // let the subscription reach the agent
-	return m
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/monitor"
 	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
@@ -230,7 +231,7 @@ func TestL7_R2D2Policies(t *testing.T) {
 	cli := createEndpoint(t, a1, cliNS, "id=r2d2-client")
 	serveR2D2(t, srvNS)
 	addr := srv.IPv4 + ":9000"
-	l7 := watchMonitor(t, a1, "--type", "l7")
+	l7 := harness.WatchMonitor(t, a1, "--type", "l7")
 
 	importPolicy(t, kv, "../../examples/r2d2/read-only.json")
 	reqs := []string{"READ /public/plans", "WRITE /public/plans", "READ /etc/shadow", "HALT", "read /public/x"}
@@ -241,7 +242,7 @@ func TestL7_R2D2Policies(t *testing.T) {
 	// The monitor drops events for a subscriber that falls behind: keep the traffic coming.
 	waitFor(t, 10*time.Second, "an r2d2 access-log event for the denied WRITE", func() bool {
 		_, _ = r2d2Session(cliNS, addr, "WRITE /public/plans")
-		return l7.seen(func(ev l7Line) bool {
+		return l7.Seen(func(ev monitor.Event) bool {
 			return ev.Verdict == "denied" && ev.Source.Identity == cli.Identity && ev.L7 != nil && ev.L7.Protocol == "r2d2" && ev.L7.Fields["cmd"] == "WRITE"
 		})
 	})
@@ -259,7 +260,9 @@ func TestL7_R2D2Policies(t *testing.T) {
 	// swap the endpoint briefly has no policy and traffic goes straight to the server).
 	waitFor(t, 10*time.Second, "an allowed HALT in the access log", func() bool {
 		_, _ = r2d2Session(cliNS, addr, "HALT")
-		return l7.seen(func(ev l7Line) bool { return ev.Verdict == "allowed" && ev.L7 != nil && ev.L7.Fields["cmd"] == "HALT" })
+		return l7.Seen(func(ev monitor.Event) bool {
+			return ev.Verdict == "allowed" && ev.L7 != nil && ev.L7.Fields["cmd"] == "HALT"
+		})
 	})
 	// Still parsed: a line that is not r2d2 closes the connection.
 	if got, err := r2d2Session(cliNS, addr, "FORMAT C:"); err == nil {

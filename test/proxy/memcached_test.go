@@ -13,6 +13,7 @@ import (
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/monitor"
 	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
@@ -72,7 +73,7 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	if err := os.WriteFile(pol, []byte(memcachedPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l7 := watchMonitor(t, a1, "--type", "l7")
+	l7 := harness.WatchMonitor(t, a1, "--type", "l7")
 	importPolicy(t, kv, pol)
 	// Probe with a key of its own: writes before the policy lands succeed.
 	waitFor(t, 20*time.Second, "writes outside public/ to be denied", func() bool {
@@ -96,7 +97,7 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "a memcached access-log event for the denied delete", func() bool {
 		_ = client.Delete("secret")
-		return l7.seen(func(ev l7Line) bool {
+		return l7.Seen(func(ev monitor.Event) bool {
 			return ev.Verdict == "denied" && ev.L7 != nil && ev.L7.Protocol == "memcached" && ev.L7.Fields["cmd"] == "delete" && ev.L7.Fields["key"] == "secret"
 		})
 	})

@@ -1,20 +1,18 @@
 package proxy_test
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
+	"github.com/palisade-mesh/palisade/monitor"
 	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
@@ -84,77 +82,6 @@ func request(c *http.Client, method, url string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-// l7Line is the part of a `palisade monitor -o json` line the tests look at.
-type l7Line struct {
-	Type    string `json:"type"`
-	Verdict string `json:"verdict"`
-	Source  struct {
-		Identity uint32 `json:"identity"`
-	} `json:"source"`
-	Destination struct {
-		Identity uint32 `json:"identity"`
-		Endpoint uint16 `json:"endpoint"`
-	} `json:"destination"`
-	L7 *struct {
-		Protocol string            `json:"protocol"`
-		Method   string            `json:"method"`
-		Path     string            `json:"path"`
-		Status   int               `json:"status"`
-		Fields   map[string]string `json:"fields"`
-	} `json:"l7"`
-}
-
-type monitorWatch struct {
-	mu     sync.Mutex
-	events []l7Line
-}
-
-func (m *monitorWatch) seen(match func(l7Line) bool) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, ev := range m.events {
-		if match(ev) {
-			return true
-		}
-	}
-	return false
-}
-
-// watchMonitor runs `palisade monitor -o json` with args against the agent until the test ends.
-func watchMonitor(t *testing.T, a *harness.Agent, args ...string) *monitorWatch {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, harness.Binary(t), append([]string{"monitor", "-o", "json", "--socket", a.Socket}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	m := &monitorWatch{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev l7Line
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				m.mu.Lock()
-				m.events = append(m.events, ev)
-				m.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = cmd.Wait()
-	})
-	time.Sleep(300 * time.Millisecond) // let the subscription reach the agent
-	return m
-}
-
 // TestL7_StarWars runs examples/starwars/l7.yaml on two nodes with real agents: the deathstar on
 // n1, the ships on n2. The tiefighter lands, its PUT on the exhaust port gets 403 from the proxy
 // on the same keep-alive connection, the maintenance droid's PUT reaches the deathstar, the xwing
@@ -186,7 +113,7 @@ func TestL7_StarWars(t *testing.T) {
 	tieHTTP, droidHTTP, xwingHTTP := keepAlive(tieNS), keepAlive(droidNS), harness.HTTPClient(xwingNS, 2*time.Second)
 	base := "http://" + ds.IPv4
 
-	l7 := watchMonitor(t, a1, "--type", "l7")
+	l7 := harness.WatchMonitor(t, a1, "--type", "l7")
 	importPolicy(t, kvEndpoint, "../../examples/starwars/l7.yaml")
 	waitFor(t, 15*time.Second, "the exhaust port to be closed to the tiefighter", func() bool {
 		status, _, _ := request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port")
@@ -213,10 +140,10 @@ func TestL7_StarWars(t *testing.T) {
 	waitFor(t, 10*time.Second, "l7 events for the tiefighter's denied PUT and the droid's allowed PUT", func() bool {
 		_, _, _ = request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port")
 		_, _, _ = request(droidHTTP, http.MethodPut, base+"/v1/exhaust-port")
-		return l7.seen(func(ev l7Line) bool {
-			return ev.Type == "l7" && ev.Verdict == "denied" && ev.Source.Identity == tie.Identity && ev.Destination.Identity == ds.Identity &&
+		return l7.Seen(func(ev monitor.Event) bool {
+			return ev.Type == "l7" && ev.Verdict == "denied" && ev.Source.Identity == tie.Identity && ev.Dest.Identity == ds.Identity &&
 				ev.L7 != nil && ev.L7.Method == "PUT" && ev.L7.Path == "/v1/exhaust-port" && ev.L7.Status == 403
-		}) && l7.seen(func(ev l7Line) bool {
+		}) && l7.Seen(func(ev monitor.Event) bool {
 			return ev.Verdict == "allowed" && ev.Source.Identity == droid.Identity && ev.L7 != nil && ev.L7.Status == 503
 		})
 	})
