@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"runtime"
 
-	"github.com/vishvananda/netns"
+	"github.com/palisade-mesh/palisade/internal/netnsexec"
 )
 
 // Netns is a network namespace the proxy opens sockets in. A socket belongs to the namespace of
@@ -19,43 +17,7 @@ type Netns struct {
 }
 
 // do runs fn on a locked OS thread inside the namespace.
-func (n Netns) do(fn func() error) error {
-	if n.Path == "" {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(n.Path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open network namespace %s: %w", n.Path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", n.Path, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked: the runtime discards it when this goroutine ends.
-			errc <- errors.Join(fnErr, fmt.Errorf("leave network namespace %s: %w", n.Path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
+func (n Netns) do(fn func() error) error { return netnsexec.Do(n.Path, fn) }
 
 // Listen opens a plain TCP (never MPTCP: the datapath's SOCKHASH refuses MPTCP sockets) listener
 // in the namespace.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/palisade-mesh/palisade/internal/netnsexec"
 )
 
 // netnsDir is where named namespaces are bind-mounted (the iproute2 convention).
@@ -77,40 +79,7 @@ func (ns *Namespace) setup() error {
 
 // Do runs fn on an OS thread that is inside the namespace and returns its error. fn runs on
 // another goroutine: it must not call t.FailNow (t.Fatal) but return an error instead.
-func (ns *Namespace) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(ns.Path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open network namespace %s: %w", ns.Name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", ns.Name, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime destroys it when this goroutine ends.
-			errc <- errors.Join(fnErr, fmt.Errorf("leave network namespace %s: %w", ns.Name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
+func (ns *Namespace) Do(fn func() error) error { return netnsexec.Do(ns.Path, fn) }
 
 // Handle returns a netlink handle bound to the namespace; close it when done.
 func (ns *Namespace) Handle() (*netlink.Handle, error) {
