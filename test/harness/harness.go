@@ -62,25 +62,26 @@ type Agent struct {
 	args   []string
 	Socket string
 	PinDir string // bpffs directory of the agent's pins
-	log    *lockedBuffer
+	log    *LogBuffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-type lockedBuffer struct {
+// LogBuffer collects a process's output; it is safe for concurrent writes and reads.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LogBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -93,7 +94,7 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 		node:   node,
 		Socket: filepath.Join(dir, node.Name+".sock"),
 		PinDir: fmt.Sprintf("/sys/fs/bpf/pal-e2e-%d-%s", os.Getpid(), node.Name),
-		log:    &lockedBuffer{},
+		log:    &LogBuffer{},
 	}
 	a.args = []string{"agent",
 		"--cluster-name", cluster, "--cluster-id", fmt.Sprint(clusterID),
@@ -115,6 +116,9 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 	a.Start()
 	return a
 }
+
+// Node is the node the agent runs on.
+func (a *Agent) Node() *topology.Node { return a.node }
 
 // Log returns what the agent printed so far.
 func (a *Agent) Log() string { return a.log.String() }

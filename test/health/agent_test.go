@@ -7,129 +7,33 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/palisade-mesh/palisade/test/harness"
 
 	"github.com/palisade-mesh/palisade/internal/testenv"
 	"github.com/palisade-mesh/palisade/kvstore/etcdtest"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	binErr    error
-)
-
-// palisadeBinary builds the palisade command once per test binary.
-func palisadeBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "palisade-health-bin-"); binErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "palisade"), "github.com/palisade-mesh/palisade/cmd/palisade").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return filepath.Join(binDir, "palisade")
-}
-
-// agent is one `palisade agent` in a node namespace.
+// agent is one `palisade agent` in a node namespace, with the test that owns it.
 type agent struct {
-	t      *testing.T
-	node   *topology.Node
-	args   []string
-	socket string
-	log    *lockedBuffer
-	cmd    *exec.Cmd
-	done   chan struct{}
+	*harness.Agent
+	t *testing.T
 }
 
 func startAgent(t *testing.T, node *topology.Node, kvEndpoint, dir string) *agent {
 	t.Helper()
-	a := &agent{t: t, node: node, socket: filepath.Join(dir, node.Name+".sock"), log: &lockedBuffer{}}
-	pinDir := fmt.Sprintf("/sys/fs/bpf/pal-health-%d-%s", os.Getpid(), node.Name)
-	a.args = []string{"agent",
-		"--cluster-name", "healthc", "--cluster-id", "7",
-		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
-		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
-		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.socket, "--bpf-pin-dir", pinDir,
-		"--metrics-addr", "127.0.0.1:9962",
-	}
-	t.Cleanup(func() {
-		a.signal(syscall.SIGKILL)
-		if err := os.RemoveAll(pinDir); err != nil {
-			t.Errorf("remove pins %s: %v", pinDir, err)
-		}
-		if t.Failed() {
-			t.Logf("agent %s log:\n%s", node.Name, lastLines(a.log.String(), 40))
-		}
-	})
-	a.start()
-	return a
-}
-
-func (a *agent) start() {
-	a.t.Helper()
-	cmd := a.node.NS.Command(context.Background(), palisadeBinary(a.t), a.args...)
-	cmd.Stdout, cmd.Stderr = a.log, a.log
-	if err := a.node.NS.Start(cmd); err != nil {
-		a.t.Fatalf("start agent on %s: %v", a.node.Name, err)
-	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); close(done) }(a.done)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := a.cli("status"); err == nil {
-			return
-		}
-		select {
-		case <-a.done:
-			a.t.Fatalf("agent on %s exited:\n%s", a.node.Name, a.log.String())
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			a.t.Fatalf("agent on %s not ready:\n%s", a.node.Name, a.log.String())
-		}
-	}
-}
-
-func (a *agent) signal(sig syscall.Signal) {
-	if a.cmd == nil || a.cmd.Process == nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(sig)
-	select {
-	case <-a.done:
-	case <-time.After(15 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
-	}
-}
-
-func (a *agent) cli(args ...string) (string, error) {
-	args = append(args, "--socket", a.socket)
-	out, err := exec.Command(palisadeBinary(a.t), args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("palisade %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
+	return &agent{Agent: harness.StartAgent(t, node, "healthc", 7, kvEndpoint, dir), t: t}
 }
 
 // nodeStates runs `palisade node list -o json` on the agent.
 func (a *agent) nodeStates() (map[string]string, error) {
-	out, err := a.cli("node", "list", "-o", "json")
+	out, err := a.CLI("node", "list", "-o", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +63,7 @@ func (a *agent) waitNodeState(node, want string, within time.Duration) time.Dura
 		last = states
 		time.Sleep(100 * time.Millisecond)
 	}
-	a.t.Fatalf("%s: node %s not %s after %s; node list: %v", a.node.Name, node, want, within, last)
+	a.t.Fatalf("%s: node %s not %s after %s; node list: %v", a.Node().Name, node, want, within, last)
 	return 0
 }
 
@@ -168,12 +72,12 @@ func (a *agent) metrics() string {
 	a.t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return a.node.NS.DialContext(ctx, nil, network, addr)
+			return a.Node().NS.DialContext(ctx, nil, network, addr)
 		},
 	}}
 	resp, err := c.Get("http://127.0.0.1:9962/metrics")
 	if err != nil {
-		a.t.Fatalf("scrape %s: %v", a.node.Name, err)
+		a.t.Fatalf("scrape %s: %v", a.Node().Name, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
@@ -199,7 +103,7 @@ func TestAgents_GossipHealthInNodeListStatusMetricsAndMonitor(t *testing.T) {
 			a.waitNodeState(n, "alive", 20*time.Second)
 		}
 	}
-	table, err := a1.cli("node", "list")
+	table, err := a1.CLI("node", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +117,8 @@ func TestAgents_GossipHealthInNodeListStatusMetricsAndMonitor(t *testing.T) {
 
 	monCtx, stopMon := context.WithCancel(context.Background())
 	defer stopMon()
-	mon := exec.CommandContext(monCtx, palisadeBinary(t), "monitor", "--type", "agent", "--socket", a1.socket)
-	monOut := &lockedBuffer{}
+	mon := exec.CommandContext(monCtx, harness.Binary(t), "monitor", "--type", "agent", "--socket", a1.Socket)
+	monOut := &harness.LogBuffer{}
 	mon.Stdout, mon.Stderr = monOut, monOut
 	if err := mon.Start(); err != nil {
 		t.Fatal(err)
@@ -222,10 +126,10 @@ func TestAgents_GossipHealthInNodeListStatusMetricsAndMonitor(t *testing.T) {
 	defer func() { stopMon(); mon.Wait() }()
 	time.Sleep(300 * time.Millisecond) // the subscription is open
 
-	agents[2].signal(syscall.SIGKILL)
+	agents[2].Stop(syscall.SIGKILL)
 	took := a1.waitNodeState("n3", "dead", 8*time.Second)
 	t.Logf("SIGKILLed agent n3 dead in a1's node list after %s", took.Round(10*time.Millisecond))
-	status, err := a1.cli("status")
+	status, err := a1.CLI("status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,12 +147,12 @@ func TestAgents_GossipHealthInNodeListStatusMetricsAndMonitor(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	agents[2].start()
+	agents[2].Start()
 	a1.waitNodeState("n3", "alive", 15*time.Second)
 
-	agents[1].signal(syscall.SIGTERM)
+	agents[1].Stop(syscall.SIGTERM)
 	a1.waitNodeState("n2", "left", 5*time.Second)
-	if strings.Contains(a1.log.String(), "primary") {
+	if strings.Contains(a1.Log(), "primary") {
 		t.Fatal("the agent logged gossip key material")
 	}
 }
@@ -270,7 +174,7 @@ func rotateGossipKey(t *testing.T, agents []*agent, kvEndpoint string) {
 	keys := func(args ...string) string {
 		t.Helper()
 		args = append([]string{"node", "gossip-keys"}, append(args, "--kvstore-endpoints", kvEndpoint)...)
-		out, err := exec.Command(palisadeBinary(t), args...).CombinedOutput()
+		out, err := exec.Command(harness.Binary(t), args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("palisade %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -295,11 +199,11 @@ func rotateGossipKey(t *testing.T, agents []*agent, kvEndpoint string) {
 		for _, n := range []string{"n1", "n2", "n3"} {
 			a.waitNodeState(n, "alive", 2*time.Second)
 		}
-		if !strings.Contains(a.log.String(), "gossip keys updated") {
-			t.Fatalf("%s did not apply the rotation:\n%s", a.node.Name, lastLines(a.log.String(), 20))
+		if !strings.Contains(a.Log(), "gossip keys updated") {
+			t.Fatalf("%s did not apply the rotation:\n%s", a.Node().Name, lastLines(a.Log(), 20))
 		}
-		if strings.Contains(a.log.String(), "rejected gossip message") {
-			t.Fatalf("%s rejected messages during the rotation:\n%s", a.node.Name, grepLines(a.log.String(), "rejected"))
+		if strings.Contains(a.Log(), "rejected gossip message") {
+			t.Fatalf("%s rejected messages during the rotation:\n%s", a.Node().Name, grepLines(a.Log(), "rejected"))
 		}
 	}
 }

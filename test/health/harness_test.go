@@ -2,7 +2,6 @@ package health_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/palisade-mesh/palisade/test/harness"
 
 	"github.com/palisade-mesh/palisade/health"
 	"github.com/palisade-mesh/palisade/internal/testenv"
@@ -38,25 +39,8 @@ type cluster struct {
 type memberProc struct {
 	name   string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *harness.LogBuffer
 	done   chan struct{} // closed when the process exited and its output was read
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func newCluster(t *testing.T, n int) *cluster {
@@ -119,7 +103,7 @@ func (c *cluster) startWithKeys(name, keyFile string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	p := &memberProc{name: name, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &memberProc{name: name, cmd: cmd, stderr: &harness.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := node.NS.Start(cmd); err != nil {
 		c.t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palisade-mesh/palisade/test/harness"
+
 	"github.com/palisade-mesh/palisade/health"
 )
 
@@ -31,9 +33,7 @@ func TestMain(m *testing.M) {
 		os.Exit(runMember(name))
 	}
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	harness.Cleanup()
 	os.Exit(code)
 }
 
