@@ -3,4 +3,4 @@
 // `make generate`; the generated files are committed.
 package apiv1
 
-//go:generate sh -c "PATH=../../.tools/bin:$PATH protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. agent.proto"
+//go:generate sh -c "PATH=../../.tools/bin:$PATH protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. agent.proto mesh.proto"
