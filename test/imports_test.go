@@ -30,6 +30,7 @@ var importRules = []importRule{
 	{name: "certs is a foundation", from: "certs", forbidden: []string{"identity", "policy", "bpf", "agent", "proxy", "clustermesh", "health", "kvstore", "k8s", "cmd"}},
 	{name: "health sits below the agent", from: "health", forbidden: []string{"policy", "bpf", "agent", "proxy", "clustermesh", "cmd"}},
 	{name: "proxy sits below the agent", from: "proxy", forbidden: []string{"agent", "clustermesh", "health", "kvstore", "cmd"}},
+	{name: "clustermesh sits beside the agent, below cmd", from: "clustermesh", forbidden: []string{"agent", "bpf", "proxy", "health", "cmd"}},
 	{name: "nothing imports cmd", from: "", forbidden: []string{"cmd"}, allowedUnder: []string{"cmd"}},
 	{name: "only cmd (and tests, benchmark harnesses) import agent", from: "", forbidden: []string{"agent"}, allowedUnder: []string{"cmd", "agent", "test", "bench"}},
 }
