@@ -20,6 +20,7 @@ func newClustermeshCommand() *cobra.Command {
 		Short: "Connect clusters into a mesh",
 	}
 	cmd.AddCommand(newClustermeshTokenCommand())
+	cmd.AddCommand(newClustermeshInitCommand(), newClustermeshConnectCommand())
 	return cmd
 }
 
