@@ -47,7 +47,9 @@ type ClusterDir struct {
 	Info ClusterInfo
 }
 
-func (d ClusterDir) leaf(role certs.Role) certs.LeafPaths { return certs.PathsFor(d.Path, d.Info.Name, role) }
+func (d ClusterDir) leaf(role certs.Role) certs.LeafPaths {
+	return certs.PathsFor(d.Path, d.Info.Name, role)
+}
 
 // ServerCert, AgentCert and the others name the files of the directory.
 func (d ClusterDir) ServerCert() certs.LeafPaths { return d.leaf(certs.RoleServer) }
