@@ -57,16 +57,10 @@ func Cleanup() {
 
 // Agent is one `palisade agent` running in a node namespace.
 type Agent struct {
-	t      testing.TB
+	*Process
 	node   *topology.Node
-	args   []string
 	Socket string
 	PinDir string // bpffs directory of the agent's pins
-	log    *LogBuffer
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 // LogBuffer collects a process's output; it is safe for concurrent writes and reads.
@@ -87,30 +81,31 @@ func (l *LogBuffer) String() string {
 	return l.b.String()
 }
 
-func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int, kvEndpoint, dir string) *Agent {
+// StartAgent starts `palisade agent` on node with the test defaults and any extra flags, and
+// waits until it answers `palisade status`.
+func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int, kvEndpoint, dir string, extra ...string) *Agent {
 	t.Helper()
 	a := &Agent{
-		t:      t,
 		node:   node,
 		Socket: filepath.Join(dir, node.Name+".sock"),
 		PinDir: fmt.Sprintf("/sys/fs/bpf/pal-e2e-%d-%s", os.Getpid(), node.Name),
-		log:    &LogBuffer{},
 	}
-	a.args = []string{"agent",
+	args := []string{"agent",
 		"--cluster-name", cluster, "--cluster-id", fmt.Sprint(clusterID),
 		"--node-name", node.Name, "--node-ip", node.FabricIP.String(), "--pod-cidr", node.PodCIDR.String(),
 		"--kvstore-endpoints", kvEndpoint, "--lease-ttl", "10s",
 		"--state-dir", filepath.Join(dir, node.Name+"-state"), "--socket", a.Socket, "--bpf-pin-dir", a.PinDir,
 		"--log-level", "debug", "--metrics-addr", "127.0.0.1:9962",
 	}
+	a.Process = NewProcess(t, node.NS, "agent on "+node.Name, append(args, extra...), func() error {
+		_, err := a.CLI("status")
+		return err
+	})
 	t.Cleanup(func() {
 		a.Stop(syscall.SIGTERM)
 		// The datapath outlives the agent by design; the test removes it.
 		if err := os.RemoveAll(a.PinDir); err != nil {
 			t.Errorf("remove pins %s: %v", a.PinDir, err)
-		}
-		if t.Failed() {
-			t.Logf("agent %s log:\n%s", node.Name, a.log.String())
 		}
 	})
 	a.Start()
@@ -119,57 +114,6 @@ func StartAgent(t testing.TB, node *topology.Node, cluster string, clusterID int
 
 // Node is the node the agent runs on.
 func (a *Agent) Node() *topology.Node { return a.node }
-
-// Log returns what the agent printed so far.
-func (a *Agent) Log() string { return a.log.String() }
-
-func (a *Agent) Start() {
-	a.t.Helper()
-	cmd := a.node.NS.Command(context.Background(), Binary(a.t), a.args...)
-	cmd.Stdout, cmd.Stderr = a.log, a.log
-	if err := a.node.NS.Start(cmd); err != nil {
-		a.t.Fatalf("start agent on %s: %v", a.node.Name, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	a.mu.Lock()
-	a.cmd, a.done = cmd, done
-	a.mu.Unlock()
-	a.waitReady()
-}
-
-// waitReady waits until the agent answers `palisade status`.
-func (a *Agent) waitReady() {
-	a.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := a.CLI("status"); err == nil {
-			return
-		}
-		select {
-		case <-a.done:
-			a.t.Fatalf("agent on %s exited:\n%s", a.node.Name, a.log.String())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	a.t.Fatalf("agent on %s not ready after 60s:\n%s", a.node.Name, a.log.String())
-}
-
-func (a *Agent) Stop(sig syscall.Signal) {
-	a.mu.Lock()
-	cmd, done := a.cmd, a.done
-	a.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
 
 // CLI runs a palisade CLI command against this agent's socket.
 func (a *Agent) CLI(args ...string) (string, error) {
