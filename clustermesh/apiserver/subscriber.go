@@ -13,7 +13,7 @@ import (
 // subscriber is one Watch stream's side of the view: what it asked for, what a scoped stream has
 // been sent, and the bounded queue of changes waiting to be sent.
 type subscriber struct {
-	kinds     [4]bool           // indexed by apiv1.MeshKind
+	kinds     [4]bool             // indexed by apiv1.MeshKind
 	selectors [][]api.Requirement // nil: a full watch
 	// For a scoped watch, guarded by the view's mutex: the selected identities, and the ipcache
 	// prefixes sent (so that a later delete or move is forwarded only if the client has it).
