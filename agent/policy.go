@@ -218,8 +218,8 @@ func (a *Agent) triggerRegeneration() {
 	}
 }
 
-// regenerateLoop recomputes endpoints whenever policy or identities change. Requests that arrive
-// while it works are coalesced into one more pass.
+// regenerateLoop recomputes the node's endpoints whenever policy or identities change, all of them
+// in one pass (regenerate). Requests that arrive while it works are coalesced into one more pass.
 func (a *Agent) regenerateLoop(ctx context.Context) {
 	for {
 		select {
@@ -227,44 +227,40 @@ func (a *Agent) regenerateLoop(ctx context.Context) {
 			return
 		case <-a.regen:
 		}
-		for _, ep := range a.endpointList() {
-			if err := a.regenerateEndpoint(ep); err != nil {
-				a.log.Error("regenerate endpoint", "endpoint", ep.rec.ID, "error", err)
+		eps := a.endpointList()
+		for i, err := range a.regenerate(eps) {
+			if err != nil {
+				a.log.Error("regenerate endpoint", "endpoint", eps[i].rec.ID, "error", err)
 			}
 		}
 	}
 }
 
-// regenerateEndpoint computes the endpoint's datapath policy and swaps it in atomically when it
-// differs from what the kernel has.
-func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
-	ep.regenMu.Lock()
-	defer ep.regenMu.Unlock()
-	start := time.Now()
-	outcome := "unchanged"
-	defer func() {
-		if err != nil {
-			outcome = "failed"
-		}
-		a.metrics.regenerations.WithLabelValues(outcome).Inc()
-		a.metrics.regenerationTime.Observe(time.Since(start).Seconds())
-	}()
+// regenerateEndpoint brings one endpoint's datapath policy up to date, in a pass of its own.
+func (a *Agent) regenerateEndpoint(ep *endpoint) error {
+	return a.regenerate([]*endpoint{ep})[0]
+}
+
+// computeEndpoint computes the endpoint's datapath policy and writes what differs from what the
+// kernel has through b. The caller holds ep.regenMu, cuts b's flows and then finishes the returned
+// regeneration. Nil and no error: the endpoint keeps what it has.
+func (a *Agent) computeEndpoint(ep *endpoint, b *bpf.PolicyBatch) (*regeneration, error) {
 	a.mu.Lock()
 	id, lbls, registered, state := ep.rec.Identity, ep.labels, ep.registered, ep.state
 	a.mu.Unlock()
 	// Until its identity is (re-)allocated an endpoint keeps what the kernel has.
 	if state == stateDisconnecting || state == stateWaitingForIdentity {
-		return nil
+		return nil, nil
 	}
 	if len(lbls) == 0 {
-		return a.endpointFailed(ep, fmt.Errorf("endpoint %d has no identity labels", ep.rec.ID))
+		return nil, a.endpointFailed(ep, fmt.Errorf("endpoint %d has no identity labels", ep.rec.ID))
 	}
 	eng := a.policy.engine
 	if registered != id {
 		// The identity may not have reached the engine through the watch yet.
 		eng.UpdateIdentities(map[identity.ID]identity.Labels{id: lbls}, nil)
 		if _, err := eng.AddEndpoint(id); err != nil {
-			return a.endpointFailed(ep, err)
+			return nil, a.endpointFailed(ep, err)
 		}
 		if registered != 0 {
 			eng.RemoveEndpoint(registered)
@@ -278,37 +274,28 @@ func (a *Agent) regenerateEndpoint(ep *endpoint) (err error) {
 	rev := eng.Revision()
 	ms, ok := eng.MapState(id)
 	if !ok {
-		return a.endpointFailed(ep, fmt.Errorf("identity %d is not registered with the policy engine", id))
+		return nil, a.endpointFailed(ep, fmt.Errorf("identity %d is not registered with the policy engine", id))
 	}
 	// The proxy's listeners and rules are in place before the datapath sends flows to them.
 	proxyPorts, err := a.l7.prepare(ep, ms)
 	if err != nil {
-		return a.endpointFailed(ep, err)
+		return nil, a.endpointFailed(ep, err)
 	}
 	entries, _ := datapathEntries(ms)
 	entries = append(entries, withProxyPorts(proxyPorts)...)
 	slices.SortFunc(entries, compareEntries)
-	unenforced := unenforcedL7(ms, proxyPorts)
+	r := &regeneration{ep: ep, entries: entries, revision: rev, proxyPorts: proxyPorts, unenforced: unenforcedL7(ms, proxyPorts)}
+	r.ingressOn, r.egressOn, _ = eng.Enforcement(id)
 	a.mu.Lock()
 	prev := ep.applied
 	a.mu.Unlock()
 	if !slices.Equal(entries, prev) {
-		if err := a.writePolicy(ep.rec.ID, prev, entries); err != nil {
-			return a.endpointFailed(ep, err)
+		if err := a.writePolicy(b, ep.rec.ID, prev, entries); err != nil {
+			return nil, a.endpointFailed(ep, err)
 		}
-		outcome = "applied"
+		r.changed = true
 	}
-	a.l7.release(ep, proxyPorts)
-	a.mu.Lock()
-	ep.applied = entries
-	ep.revision = rev
-	ep.ingressOn, ep.egressOn, _ = eng.Enforcement(id)
-	ep.state, ep.lastErr = stateReady, ""
-	if unenforced > 0 {
-		ep.lastErr = fmt.Sprintf("%d L7 rule entries cannot go through the L7 proxy (it takes ingress TCP only): their traffic is dropped", unenforced)
-	}
-	a.mu.Unlock()
-	return nil
+	return r, nil
 }
 
 func (a *Agent) endpointFailed(ep *endpoint, err error) error {

@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/palisade-mesh/palisade/bpf"
+	"github.com/palisade-mesh/palisade/internal/testenv"
 )
 
 func TestDiffEntries_SplitsByEffect(t *testing.T) {
@@ -61,5 +65,79 @@ func TestDiffEntries_SplitsByEffect(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestWritePolicy_BatchLeavesEachEndpointAtItsNewPolicyAndDefersOnlyTheCut(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-test-agent-write-%d", os.Getpid()))
+	dp, err := bpf.Open(bpf.Options{PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dp.Remove(); err != nil {
+			t.Errorf("remove datapath: %v", err)
+		}
+	})
+	a := &Agent{dp: dp}
+
+	allow := func(id uint32, port uint16) bpf.PolicyEntry {
+		return bpf.PolicyEntry{Identity: id, Direction: bpf.Ingress, Protocol: bpf.ProtoTCP, Port: port}
+	}
+	deny := bpf.PolicyEntry{Identity: 0, Direction: bpf.Ingress, Protocol: bpf.ProtoTCP, Port: 22, Deny: true}
+	egress := bpf.PolicyEntry{Direction: bpf.Egress}
+	cases := []struct {
+		ep       uint32
+		old, new []bpf.PolicyEntry
+		revokes  bool
+	}{
+		{ep: 1, old: nil, new: []bpf.PolicyEntry{egress, allow(300, 8080)}, revokes: true}, // first install
+		{ep: 2, old: []bpf.PolicyEntry{egress, allow(300, 8080)}, new: []bpf.PolicyEntry{egress, allow(300, 8081)}, revokes: true},
+		{ep: 3, old: []bpf.PolicyEntry{egress, allow(300, 8080)}, new: []bpf.PolicyEntry{egress, allow(300, 8080), allow(301, 8080)}},
+		{ep: 4, old: []bpf.PolicyEntry{egress, deny, allow(300, 8080)}, new: []bpf.PolicyEntry{egress, allow(300, 8080)}},
+		{ep: 5, old: []bpf.PolicyEntry{egress, allow(300, 8080)}, new: []bpf.PolicyEntry{egress, deny, allow(300, 8080)}, revokes: true},
+	}
+	for _, c := range cases {
+		if c.old != nil {
+			if err := dp.ReplacePolicy(c.ep, c.old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b := dp.NewPolicyBatch()
+	var wantPending []uint32
+	for _, c := range cases {
+		if err := a.writePolicy(b, c.ep, c.old, c.new); err != nil {
+			t.Fatalf("endpoint %d: %v", c.ep, err)
+		}
+		if c.revokes {
+			wantPending = append(wantPending, c.ep)
+		}
+	}
+	if got := b.Pending(); !slices.Equal(got, wantPending) {
+		t.Errorf("endpoints left to check for refused flows = %v, want %v (those whose change took something away)", got, wantPending)
+	}
+	if _, err := b.RevokeFlows(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		stats, err := dp.Policy(c.ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, s := range stats {
+			got = append(got, fmt.Sprintf("%s %d %d %d deny=%v", s.Direction, s.Identity, s.Protocol, s.Port, s.Deny))
+		}
+		var want []string
+		for _, e := range c.new {
+			want = append(want, fmt.Sprintf("%s %d %d %d deny=%v", e.Direction, e.Identity, e.Protocol, e.Port, e.Deny))
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("endpoint %d installed %v, want %v", c.ep, got, want)
+		}
 	}
 }

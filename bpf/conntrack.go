@@ -144,7 +144,32 @@ func (c *Conntrack) deleteWhere(match func(datapathCtKey, datapathCtValue) bool)
 	}); err != nil {
 		return 0, err
 	}
+	return c.deleteKeys(keys)
+}
+
+// deleteKeys deletes keys in batches (one syscall for up to all of them) and returns how many
+// were there. A key the datapath or GC removed in the meantime stops a kernel batch where it
+// stands; the batch resumes after it.
+func (c *Conntrack) deleteKeys(keys []datapathCtKey) (int, error) {
 	n := 0
+	for len(keys) > 0 {
+		done, err := c.d.objs.PalCt.BatchDelete(keys, nil)
+		n += done
+		switch {
+		case err == nil:
+			return n, nil
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			keys = keys[done+1:]
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return c.deleteEach(keys[done:], n)
+		default:
+			return n, fmt.Errorf("delete conntrack entries: %w", err)
+		}
+	}
+	return n, nil
+}
+
+func (c *Conntrack) deleteEach(keys []datapathCtKey, n int) (int, error) {
 	for i := range keys {
 		err := c.d.objs.PalCt.Delete(&keys[i])
 		if errors.Is(err, ebpf.ErrKeyNotExist) {

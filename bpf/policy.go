@@ -217,6 +217,11 @@ func countDistinct(entries []PolicyEntry) int {
 // over. Established flows the new policy no longer admits (or admits through a different proxy
 // port) are cut. Invalid entries or a policy above the size limit change nothing.
 func (d *Datapath) ReplacePolicy(epID uint32, entries []PolicyEntry) error {
+	return d.replacePolicy(epID, entries, nil)
+}
+
+// replacePolicy is ReplacePolicy, cutting flows now (b nil) or at b.RevokeFlows.
+func (d *Datapath) replacePolicy(epID uint32, entries []PolicyEntry, b *PolicyBatch) error {
 	if epID == 0 {
 		return errors.New("replace policy: endpoint ID must not be 0")
 	}
@@ -226,10 +231,10 @@ func (d *Datapath) ReplacePolicy(epID uint32, entries []PolicyEntry) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.replaceLocked(epID, want)
+	return d.replaceLocked(epID, want, b)
 }
 
-func (d *Datapath) replaceLocked(epID uint32, want desiredPolicy) error {
+func (d *Datapath) replaceLocked(epID uint32, want desiredPolicy, b *PolicyBatch) error {
 	old, err := d.innerMap(epID)
 	if err != nil {
 		return err
@@ -262,7 +267,7 @@ func (d *Datapath) replaceLocked(epID uint32, want desiredPolicy) error {
 		return fmt.Errorf("replace policy of endpoint %d: swap policy map: %w", epID, err)
 	}
 	d.policyCounts[epID] = len(want)
-	return d.revokeFlows(epID, want.lookup)
+	return d.revokeLater(b, epID, want.lookup)
 }
 
 // ApplyPolicyDelta removes deletes and then adds adds to the endpoint's installed policy. Each map
@@ -270,6 +275,11 @@ func (d *Datapath) replaceLocked(epID uint32, want desiredPolicy) error {
 // delta is rolled back. Removing a key that is not installed is not an error. Established flows the
 // resulting policy no longer admits are cut.
 func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) error {
+	return d.applyPolicyDelta(epID, adds, deletes, nil)
+}
+
+// applyPolicyDelta is ApplyPolicyDelta, cutting flows now (b nil) or at b.RevokeFlows.
+func (d *Datapath) applyPolicyDelta(epID uint32, adds, deletes []PolicyEntry, b *PolicyBatch) error {
 	if epID == 0 {
 		return errors.New("apply policy delta: endpoint ID must not be 0")
 	}
@@ -291,7 +301,7 @@ func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) er
 	}
 	if inner == nil {
 		// Nothing installed yet: the delta is the whole policy.
-		return d.replaceLocked(epID, addMap)
+		return d.replaceLocked(epID, addMap, b)
 	}
 	defer inner.Close()
 
@@ -320,7 +330,8 @@ func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) er
 	for k := range delMap {
 		if _, readded := addMap[k]; !readded && prev[k].ok {
 			count--
-			revokes = true
+			// Without a deny entry no admitted flow loses its allow or changes its proxy port.
+			revokes = revokes || prev[k].v.Deny == 0
 		}
 	}
 	for k, v := range addMap {
@@ -370,10 +381,7 @@ func (d *Datapath) ApplyPolicyDelta(epID uint32, adds, deletes []PolicyEntry) er
 	if !revokes {
 		return nil
 	}
-	return d.revokeFlows(epID, func(k datapathPolicyKey) (datapathPolicyValue, bool) {
-		var v datapathPolicyValue
-		return v, inner.Lookup(&k, &v) == nil
-	})
+	return d.revokeLater(b, epID, (&installedPolicy{m: inner, seen: make(map[datapathPolicyKey]cachedLookup)}).lookup)
 }
 
 // DeletePolicy removes the endpoint's policy; its traffic is dropped until a new one is installed.
