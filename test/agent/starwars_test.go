@@ -1,15 +1,11 @@
 package agent_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,35 +16,6 @@ import (
 	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
-
-type createdEndpoint struct {
-	ID       uint32 `json:"id"`
-	IPv4     string `json:"ipv4"`
-	Identity uint32 `json:"identity"`
-	State    string `json:"state"`
-}
-
-func createEndpoint(t *testing.T, a *harness.Agent, ns *topology.Namespace, labels string) createdEndpoint {
-	t.Helper()
-	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var eps []createdEndpoint
-	if err := json.Unmarshal([]byte(out), &eps); err != nil || len(eps) != 1 {
-		t.Fatalf("endpoint create output %q: %v", out, err)
-	}
-	return eps[0]
-}
-
-// importPolicy runs `palisade policy import` against the cluster's etcd.
-func importPolicy(t *testing.T, kvEndpoint, path string) {
-	t.Helper()
-	out, err := exec.Command(harness.Binary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
-	if err != nil {
-		t.Fatalf("policy import: %v\n%s", err, out)
-	}
-}
 
 // TestAgent_StarWarsAcrossTwoNodes runs the Star Wars L3/L4 scenario on two nodes with real agent
 // processes, then kills an agent mid-traffic and takes etcd away for 30 seconds.
@@ -65,10 +32,10 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 
 	ds1NS, ds2NS := bareNamespace(t, topo, "ds1"), bareNamespace(t, topo, "ds2")
 	tieNS, xwingNS := bareNamespace(t, topo, "tie"), bareNamespace(t, topo, "xwing")
-	ds1 := createEndpoint(t, a1, ds1NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
-	ds2 := createEndpoint(t, a2, ds2NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
-	tie := createEndpoint(t, a2, tieNS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
-	xwing := createEndpoint(t, a2, xwingNS, "org=alliance,class=xwing,app.kubernetes.io/name=xwing")
+	ds1 := a1.CreateEndpoint(t, ds1NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
+	ds2 := a2.CreateEndpoint(t, ds2NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
+	tie := a2.CreateEndpoint(t, tieNS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
+	xwing := a2.CreateEndpoint(t, xwingNS, "org=alliance,class=xwing,app.kubernetes.io/name=xwing")
 	if ds1.Identity != ds2.Identity {
 		t.Fatalf("deathstar replicas have identities %d and %d, want one", ds1.Identity, ds2.Identity)
 	}
@@ -80,29 +47,29 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	tieHTTP, xwingHTTP := harness.HTTPClient(tieNS, 3*time.Second), harness.HTTPClient(xwingNS, 2*time.Second)
 
 	// No policy: everyone lands, on both nodes.
-	for _, ds := range []createdEndpoint{ds1, ds2} {
+	for _, ds := range []harness.Endpoint{ds1, ds2} {
 		for name, c := range map[string]*http.Client{"tiefighter": tieHTTP, "xwing": xwingHTTP} {
-			if body, err := land(c, ds.IPv4); err != nil || body != "Ship landed\n" {
+			if body, err := harness.Land(c, ds.IPv4); err != nil || body != "Ship landed\n" {
 				t.Fatalf("before policy, %s -> deathstar %s: %q, %v", name, ds.IPv4, body, err)
 			}
 		}
 	}
 
 	drops := harness.WatchMonitor(t, a1, "--type", "drop")
-	importPolicy(t, kvEndpoint, "../../examples/starwars/l3-l4.yaml")
-	waitFor(t, 10*time.Second, "the xwing to be dropped", func() bool {
-		_, err := land(xwingHTTP, ds1.IPv4)
+	harness.ImportPolicy(t, kvEndpoint, "../../examples/starwars/l3-l4.yaml")
+	harness.WaitFor(t, 10*time.Second, "the xwing to be dropped", func() bool {
+		_, err := harness.Land(xwingHTTP, ds1.IPv4)
 		return err != nil
 	})
-	for _, ds := range []createdEndpoint{ds1, ds2} {
-		if body, err := land(tieHTTP, ds.IPv4); err != nil || body != "Ship landed\n" {
+	for _, ds := range []harness.Endpoint{ds1, ds2} {
+		if body, err := harness.Land(tieHTTP, ds.IPv4); err != nil || body != "Ship landed\n" {
 			t.Fatalf("after l3-l4, tiefighter -> %s: %q, %v", ds.IPv4, body, err)
 		}
-		if _, err := land(xwingHTTP, ds.IPv4); err == nil {
+		if _, err := harness.Land(xwingHTTP, ds.IPv4); err == nil {
 			t.Fatalf("after l3-l4, the xwing landed on %s", ds.IPv4)
 		}
 	}
-	waitFor(t, 5*time.Second, "a drop event naming the xwing and the deathstar", func() bool {
+	harness.WaitFor(t, 5*time.Second, "a drop event naming the xwing and the deathstar", func() bool {
 		return drops.Seen(func(ev monitor.Event) bool {
 			return ev.Source.Identity == xwing.Identity && ev.Dest.Identity == ds1.Identity
 		})
@@ -111,24 +78,24 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	// SIGKILL the agent of the node serving deathstar-1 during a stream of allowed requests: the
 	// pinned datapath keeps enforcing, so no request fails, and the restarted agent adopts the
 	// endpoints instead of rebuilding them.
-	stream := startLandingStream(tieHTTP, ds1.IPv4)
+	stream := harness.StartLandingStream(tieHTTP, ds1.IPv4)
 	time.Sleep(300 * time.Millisecond)
 	a1.Stop(syscall.SIGKILL)
 	time.Sleep(time.Second)
-	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
+	if _, err := harness.Land(xwingHTTP, ds1.IPv4); err == nil {
 		t.Fatal("the xwing landed while the agent was down")
 	}
 	a1.Start()
 	time.Sleep(500 * time.Millisecond)
-	ok, failed := stream.stop()
+	ok, failed := stream.Stop()
 	if failed > 0 || ok == 0 {
-		t.Fatalf("while the agent was killed and restarted: %d requests landed, %d failed (%v)", ok, failed, stream.firstErr())
+		t.Fatalf("while the agent was killed and restarted: %d requests landed, %d failed (%v)", ok, failed, stream.FirstErr())
 	}
 	out, err := a1.CLI("endpoint", "get", "1", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var after []createdEndpoint
+	var after []harness.Endpoint
 	if err := json.Unmarshal([]byte(out), &after); err != nil || len(after) != 1 || after[0].Identity != ds1.Identity || after[0].IPv4 != ds1.IPv4 || after[0].State != "ready" {
 		t.Fatalf("after restart, endpoint 1 = %s (%v), want deathstar-1 adopted", out, err)
 	}
@@ -140,13 +107,13 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	etcd.Stop()
 	outageEnd := time.Now().Add(30 * time.Second)
 	for time.Now().Before(outageEnd) {
-		if body, err := land(tieHTTP, ds1.IPv4); err != nil || body != "Ship landed\n" {
+		if body, err := harness.Land(tieHTTP, ds1.IPv4); err != nil || body != "Ship landed\n" {
 			t.Fatalf("during the etcd outage, tiefighter -> deathstar-1: %q, %v", body, err)
 		}
-		if body, err := land(tieHTTP, ds2.IPv4); err != nil || body != "Ship landed\n" {
+		if body, err := harness.Land(tieHTTP, ds2.IPv4); err != nil || body != "Ship landed\n" {
 			t.Fatalf("during the etcd outage, tiefighter -> deathstar-2: %q, %v", body, err)
 		}
-		if _, err := land(xwingHTTP, ds2.IPv4); err == nil {
+		if _, err := harness.Land(xwingHTTP, ds2.IPv4); err == nil {
 			t.Fatal("during the etcd outage, the xwing landed")
 		}
 		time.Sleep(2 * time.Second)
@@ -155,13 +122,13 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 
 	// Converged: a tiefighter created after the outage on the other node lands, the xwing does not.
 	tie2NS := bareNamespace(t, topo, "tie2")
-	tie2 := createEndpoint(t, a1, tie2NS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
+	tie2 := a1.CreateEndpoint(t, tie2NS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
 	if tie2.Identity != tie.Identity {
 		t.Fatalf("second tiefighter got identity %d, want %d", tie2.Identity, tie.Identity)
 	}
 	tie2HTTP := harness.HTTPClient(tie2NS, 3*time.Second)
-	waitFor(t, 10*time.Second, "the new tiefighter to land on deathstar-2", func() bool {
-		body, err := land(tie2HTTP, ds2.IPv4)
+	harness.WaitFor(t, 10*time.Second, "the new tiefighter to land on deathstar-2", func() bool {
+		body, err := harness.Land(tie2HTTP, ds2.IPv4)
 		return err == nil && body == "Ship landed\n"
 	})
 	// The agent's metrics are served inside its node namespace.
@@ -178,63 +145,9 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	}
 
 	verdicts := harness.WatchMonitor(t, a1, "--type", "policy,drop", "--from-identity", fmt.Sprint(xwing.Identity))
-	if _, err := land(xwingHTTP, ds1.IPv4); err == nil {
+	if _, err := harness.Land(xwingHTTP, ds1.IPv4); err == nil {
 		time.Sleep(500 * time.Millisecond)
 		eps, _ := a1.CLI("endpoint", "list", "-o", "json")
 		t.Fatalf("after the outage, the xwing (%d) landed on deathstar (%d); verdicts on %s: %+v\nendpoints: %s", xwing.Identity, ds1.Identity, n1.Name, verdicts.Events(), eps)
 	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// landingStream lands a tiefighter every 50ms until stopped.
-type landingStream struct {
-	ok, failed atomic.Int64
-	errMu      sync.Mutex
-	err        error
-	cancel     context.CancelFunc
-	done       chan struct{}
-}
-
-func startLandingStream(c *http.Client, ip string) *landingStream {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &landingStream{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for ctx.Err() == nil {
-			if body, err := land(c, ip); err != nil || body != "Ship landed\n" {
-				s.failed.Add(1)
-				s.errMu.Lock()
-				if s.err == nil {
-					s.err = err
-				}
-				s.errMu.Unlock()
-			} else {
-				s.ok.Add(1)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	return s
-}
-
-func (s *landingStream) stop() (ok, failed int64) {
-	s.cancel()
-	<-s.done
-	return s.ok.Load(), s.failed.Load()
-}
-
-func (s *landingStream) firstErr() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.err
 }
