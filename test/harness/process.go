@@ -89,3 +89,13 @@ func (p *Process) Stop(sig syscall.Signal) {
 		<-done
 	}
 }
+
+// PID is the process's ID, 0 when it is not running.
+func (p *Process) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
