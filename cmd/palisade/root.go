@@ -25,6 +25,7 @@ enforces Cilium-compatible L3/L4/L7 policy between them, within and across clust
 	root.AddCommand(newBPFCommand())
 	root.AddCommand(newCertsCommand())
 	root.AddCommand(newClustermeshCommand())
+	root.AddCommand(newMeshAPIServerCommand())
 	return root
 }
 
