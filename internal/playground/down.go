@@ -13,23 +13,24 @@ import (
 // Down stops every process of the playground, deletes its namespaces and pinned eBPF state, and
 // removes its directory. It carries on past errors and reports them all.
 func (s *State) Down() error {
-	var errs []error
-	var procs []Process
+	// Workloads and agents first, then what they talk to: the mesh API servers, then etcd.
+	var workloads, servers, etcds []Process
 	for _, e := range s.Endpoints {
 		if e.Server != nil {
-			procs = append(procs, *e.Server)
+			workloads = append(workloads, *e.Server)
 		}
 	}
-	for _, n := range s.Nodes {
-		procs = append(procs, n.Agent)
+	for _, n := range s.Nodes() {
+		workloads = append(workloads, n.Agent)
 	}
-	procs = append(procs, s.Etcd)
-	for _, p := range procs {
-		if err := stop(p); err != nil {
-			errs = append(errs, err)
+	for _, c := range s.Clusters {
+		if c.MeshAPIServer != nil {
+			servers = append(servers, *c.MeshAPIServer)
 		}
+		etcds = append(etcds, c.Etcd)
 	}
-	for _, n := range s.Nodes {
+	errs := []error{stopAll(workloads), stopAll(servers), stopAll(etcds)}
+	for _, n := range s.Nodes() {
 		if err := os.RemoveAll(n.PinDir); err != nil {
 			errs = append(errs, fmt.Errorf("remove pinned state %s: %w", n.PinDir, err))
 		}
@@ -47,21 +48,34 @@ func (s *State) Down() error {
 	return errors.Join(errs...)
 }
 
-// stop asks a daemon to end (SIGTERM) and kills it if it has not after five seconds.
-func stop(p Process) error {
-	if !alive(p.PID) {
-		return nil
-	}
-	if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stop process %d: %w", p.PID, err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+// stopAll asks daemons to end (SIGTERM), all at once so that a large playground stops as fast as
+// its slowest daemon, and kills those still running after five seconds.
+func stopAll(procs []Process) error {
+	var errs []error
+	var running []Process
+	for _, p := range procs {
 		if !alive(p.PID) {
-			return nil
+			continue
+		}
+		if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("stop process %d: %w", p.PID, err))
+			continue
+		}
+		running = append(running, p)
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(running) > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		still := running[:0]
+		for _, p := range running {
+			if alive(p.PID) {
+				still = append(still, p)
+			}
+		}
+		running = still
+	}
+	for _, p := range running {
+		if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill process %d: %w", p.PID, err))
 		}
 	}
-	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill process %d: %w", p.PID, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	apiv1 "github.com/palisade-mesh/palisade/api/v1"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
+
+var validEndpointName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
 // Workloads an endpoint can run.
 const (
@@ -22,10 +25,11 @@ const (
 )
 
 // AddEndpoint creates a namespace, makes it an endpoint of node through that node's agent and
-// starts the workload in it.
+// starts the workload in it. Endpoint names are unique within a cluster; in a mesh, other
+// clusters may use the same name (address them as cluster/name).
 func (s *State) AddEndpoint(ctx context.Context, name, node string, labels []string, workload, binary string) (EndpointState, error) {
-	if _, err := s.Endpoint(name); err == nil {
-		return EndpointState{}, fmt.Errorf("the playground has an endpoint %q already", name)
+	if !validEndpointName.MatchString(name) {
+		return EndpointState{}, fmt.Errorf("endpoint name %q: 1 to 32 lower-case letters, digits and '-', starting with a letter or digit", name)
 	}
 	if workload != WorkloadNone && workload != WorkloadDeathstar {
 		return EndpointState{}, fmt.Errorf("unknown workload %q (valid: %s)", workload, WorkloadDeathstar)
@@ -34,7 +38,14 @@ func (s *State) AddEndpoint(ctx context.Context, name, node string, labels []str
 	if err != nil {
 		return EndpointState{}, err
 	}
-	ns, err := topology.CreateNamespace(s.NSPrefix + "ep-" + name)
+	if _, err := s.Endpoint(n.Cluster + "/" + name); err == nil {
+		return EndpointState{}, fmt.Errorf("cluster %s has an endpoint %q already", n.Cluster, name)
+	}
+	file := "ep-" + name
+	if s.Mesh() {
+		file = "ep-" + n.Cluster + "-" + name
+	}
+	ns, err := topology.CreateNamespace(s.NSPrefix + file)
 	if err != nil {
 		return EndpointState{}, err
 	}
@@ -47,11 +58,11 @@ func (s *State) AddEndpoint(ctx context.Context, name, node string, labels []str
 	ep, err := client.CreateEndpoint(ctx, &apiv1.CreateEndpointRequest{NetnsPath: ns.Path, Labels: labels, Name: name})
 	if err != nil {
 		_ = topology.DeleteNamespace(ns.Name)
-		return EndpointState{}, fmt.Errorf("create endpoint %s on %s: %w", name, node, err)
+		return EndpointState{}, fmt.Errorf("create endpoint %s on %s: %w", name, n.Name, err)
 	}
-	es := EndpointState{Name: name, Node: node, Namespace: ns.Name, ID: ep.GetId(), IPv4: ep.GetIpv4(), Identity: ep.GetIdentity(), Labels: labels}
+	es := EndpointState{Name: name, Cluster: n.Cluster, Node: n.Name, Namespace: ns.Name, ID: ep.GetId(), IPv4: ep.GetIpv4(), Identity: ep.GetIdentity(), Labels: labels}
 	if workload == WorkloadDeathstar {
-		p, err := startDaemon(ns, binary, filepath.Join(s.Dir, "ep-"+name+".log"), "dev", "serve-deathstar", "--name", name, "--listen", ":80")
+		p, err := startDaemon(ns, binary, filepath.Join(s.Dir, file+".log"), "dev", "serve-deathstar", "--name", name, "--listen", ":80")
 		if err != nil {
 			return EndpointState{}, err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // DefaultDir is where the playground keeps its state, sockets and logs.
@@ -13,13 +14,30 @@ const DefaultDir = "/run/palisade-dev"
 
 // State is what a running playground consists of.
 type State struct {
-	Dir       string          `json:"dir"`
-	Cluster   string          `json:"cluster"`
-	ClusterID uint32          `json:"clusterID"`
-	NSPrefix  string          `json:"nsPrefix"` // every namespace of the playground starts with it
-	Etcd      Process         `json:"etcd"`
-	Nodes     []NodeState     `json:"nodes"`
+	Dir      string `json:"dir"`
+	NSPrefix string `json:"nsPrefix"` // every namespace of the playground starts with it
+	// CADir holds the mesh CA when the playground runs several clusters.
+	CADir     string          `json:"caDir,omitempty"`
+	Clusters  []ClusterState  `json:"clusters"`
 	Endpoints []EndpointState `json:"endpoints"`
+}
+
+// ClusterState is one cluster: its etcd and, in a mesh, its mesh API server, both in the
+// cluster's control-plane namespace, and its nodes.
+type ClusterState struct {
+	Name string `json:"name"`
+	ID   uint32 `json:"id"`
+	// ControlPlane is the control-plane namespace and ControlPlaneIP its fabric address.
+	ControlPlane   string  `json:"controlPlane"`
+	ControlPlaneIP string  `json:"controlPlaneIP"`
+	EtcdSocket     string  `json:"etcdSocket"`
+	Etcd           Process `json:"etcd"`
+	// MeshDir is the cluster directory (palisade clustermesh init), MeshAddress where its mesh
+	// API server listens; both empty in a single-cluster playground.
+	MeshDir       string      `json:"meshDir,omitempty"`
+	MeshAddress   string      `json:"meshAddress,omitempty"`
+	MeshAPIServer *Process    `json:"meshAPIServer,omitempty"`
+	Nodes         []NodeState `json:"nodes"`
 }
 
 // Process is a daemon the playground started.
@@ -31,6 +49,7 @@ type Process struct {
 // NodeState is one node with its agent.
 type NodeState struct {
 	Name      string  `json:"name"`
+	Cluster   string  `json:"cluster"`
 	Namespace string  `json:"namespace"`
 	FabricIP  string  `json:"fabricIP"`
 	PodCIDR   string  `json:"podCIDR"`
@@ -42,6 +61,7 @@ type NodeState struct {
 // EndpointState is one endpoint and the workload it runs.
 type EndpointState struct {
 	Name      string   `json:"name"`
+	Cluster   string   `json:"cluster"`
 	Node      string   `json:"node"`
 	Namespace string   `json:"namespace"`
 	ID        uint32   `json:"id"`
@@ -51,41 +71,87 @@ type EndpointState struct {
 	Server    *Process `json:"server,omitempty"`
 }
 
+// QualifiedName is cluster/name, which names the endpoint in any playground.
+func (e EndpointState) QualifiedName() string { return e.Cluster + "/" + e.Name }
+
 // KvstoreEndpoint is the etcd URL the CLI and the agents use (a unix socket: reachable from every
 // namespace).
+func (c ClusterState) KvstoreEndpoint() string { return "unix://" + c.EtcdSocket }
+
+// Mesh reports whether the playground runs several clusters connected in a mesh.
+func (s *State) Mesh() bool { return len(s.Clusters) > 1 }
+
+// KvstoreEndpoint is the etcd URL of the first (in a single-cluster playground: the only) cluster.
 func (s *State) KvstoreEndpoint() string {
-	return "unix://" + filepath.Join(s.Dir, "etcd.sock")
+	if len(s.Clusters) == 0 {
+		return ""
+	}
+	return s.Clusters[0].KvstoreEndpoint()
 }
 
-// Node returns the node called name.
+// Cluster returns the cluster called name; "" means the first one.
+func (s *State) Cluster(name string) (ClusterState, error) {
+	for _, c := range s.Clusters {
+		if c.Name == name || name == "" {
+			return c, nil
+		}
+	}
+	names := make([]string, len(s.Clusters))
+	for i, c := range s.Clusters {
+		names[i] = c.Name
+	}
+	return ClusterState{}, fmt.Errorf("no cluster %q in the playground (clusters: %s)", name, strings.Join(names, ", "))
+}
+
+// Nodes lists the nodes of every cluster.
+func (s *State) Nodes() []NodeState {
+	var out []NodeState
+	for _, c := range s.Clusters {
+		out = append(out, c.Nodes...)
+	}
+	return out
+}
+
+// Node returns the node called name ("" means the first node); node names are unique across
+// clusters.
 func (s *State) Node(name string) (NodeState, error) {
-	for _, n := range s.Nodes {
-		if n.Name == name {
+	nodes := s.Nodes()
+	for _, n := range nodes {
+		if n.Name == name || name == "" {
 			return n, nil
 		}
 	}
-	return NodeState{}, fmt.Errorf("no node %q in the playground (nodes: %s)", name, s.nodeNames())
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name
+	}
+	return NodeState{}, fmt.Errorf("no node %q in the playground (nodes: %s)", name, strings.Join(names, ", "))
 }
 
-// Endpoint returns the endpoint called name.
+// Endpoint returns the endpoint called name: either cluster/name, or a bare name when only one
+// cluster has an endpoint of that name.
 func (s *State) Endpoint(name string) (EndpointState, error) {
+	cluster, bare, qualified := strings.Cut(name, "/")
+	if !qualified {
+		bare, cluster = cluster, ""
+	}
+	var found []EndpointState
 	for _, e := range s.Endpoints {
-		if e.Name == name {
-			return e, nil
+		if e.Name == bare && (cluster == "" || e.Cluster == cluster) {
+			found = append(found, e)
 		}
 	}
-	return EndpointState{}, fmt.Errorf("no endpoint %q in the playground (see `palisade dev status`)", name)
-}
-
-func (s *State) nodeNames() string {
-	var names []byte
-	for i, n := range s.Nodes {
-		if i > 0 {
-			names = append(names, ", "...)
-		}
-		names = append(names, n.Name...)
+	switch len(found) {
+	case 0:
+		return EndpointState{}, fmt.Errorf("no endpoint %q in the playground (see `palisade dev status`)", name)
+	case 1:
+		return found[0], nil
 	}
-	return string(names)
+	names := make([]string, len(found))
+	for i, e := range found {
+		names[i] = e.QualifiedName()
+	}
+	return EndpointState{}, fmt.Errorf("endpoint name %q is used in several clusters: say which (%s)", name, strings.Join(names, ", "))
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -88,11 +87,11 @@ func TestPlayground_StarWarsUpAndDown(t *testing.T) {
 	if left := topology.NamespacesWithPrefix(st.NSPrefix); len(left) > 0 {
 		t.Errorf("namespaces left after dev down: %v", left)
 	}
-	for _, n := range st.Nodes {
+	for _, n := range st.Nodes() {
 		if _, err := os.Stat(n.PinDir); err == nil {
 			t.Errorf("pinned state left after dev down: %s", n.PinDir)
 		}
-		if syscall.Kill(n.Agent.PID, 0) == nil {
+		if n.Agent.Running() {
 			t.Errorf("agent of %s still running", n.Name)
 		}
 	}
