@@ -2,12 +2,10 @@ package bpf
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,40 +145,14 @@ func (c *Conntrack) deleteWhere(match func(datapathCtKey, datapathCtValue) bool)
 	return c.deleteKeys(keys)
 }
 
-// deleteKeys deletes keys in batches (one syscall for up to all of them) and returns how many
-// were there. A key the datapath or GC removed in the meantime stops a kernel batch where it
-// stands; the batch resumes after it.
+// deleteKeys deletes keys in one batch and returns how many were still there (the datapath or GC
+// may have removed some since they were read).
 func (c *Conntrack) deleteKeys(keys []datapathCtKey) (int, error) {
-	n := 0
-	for len(keys) > 0 {
-		done, err := c.d.objs.PalCt.BatchDelete(keys, nil)
-		n += done
-		switch {
-		case err == nil:
-			return n, nil
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			keys = keys[done+1:]
-		case errors.Is(err, ebpf.ErrNotSupported):
-			return c.deleteEach(keys[done:], n)
-		default:
-			return n, fmt.Errorf("delete conntrack entries: %w", err)
-		}
+	deleted, err := deleteBatch(c.d.objs.PalCt, keys)
+	if err != nil {
+		return len(deleted), fmt.Errorf("delete conntrack entries: %w", err)
 	}
-	return n, nil
-}
-
-func (c *Conntrack) deleteEach(keys []datapathCtKey, n int) (int, error) {
-	for i := range keys {
-		err := c.d.objs.PalCt.Delete(&keys[i])
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			continue
-		}
-		if err != nil {
-			return n, fmt.Errorf("delete conntrack entry: %w", err)
-		}
-		n++
-	}
-	return n, nil
+	return len(deleted), nil
 }
 
 // revokeFlows cuts the endpoint's established flows that the policy read through lookup (nil: no

@@ -305,26 +305,13 @@ func (d *Datapath) applyPolicyDelta(epID uint32, adds, deletes []PolicyEntry, b 
 	}
 	defer inner.Close()
 
-	// Only the keys the delta touches are read, so a delta costs the same on a map of 10 or
-	// 10,000 entries.
-	type previous struct {
-		v  datapathPolicyValue
-		ok bool
-	}
-	prev := make(map[datapathPolicyKey]previous, len(addMap)+len(delMap))
-	for _, m := range []desiredPolicy{delMap, addMap} {
-		for k := range m {
-			var v datapathPolicyValue
-			err := inner.Lookup(&k, &v)
-			if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("apply policy delta to endpoint %d: look up %+v: %w", epID, k, err)
-			}
-			prev[k] = previous{v, err == nil}
-		}
-	}
 	count, err := d.policySizeLocked(epID, inner)
 	if err != nil {
 		return err
+	}
+	prev, err := readInstalled(inner, count, delMap, addMap)
+	if err != nil {
+		return fmt.Errorf("apply policy delta to endpoint %d: %w", epID, err)
 	}
 	revokes := false
 	for k := range delMap {
@@ -359,23 +346,29 @@ func (d *Datapath) applyPolicyDelta(epID uint32, adds, deletes []PolicyEntry, b 
 		delete(d.policyCounts, epID)
 		return fmt.Errorf("apply policy delta to endpoint %d: %w (rolled back)", epID, cause)
 	}
+	var delKeys []datapathPolicyKey
 	for k := range delMap {
-		if _, readded := addMap[k]; readded || !prev[k].ok {
-			continue
+		if _, readded := addMap[k]; !readded && prev[k].ok {
+			delKeys = append(delKeys, k)
 		}
-		if err := inner.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return rollback(fmt.Errorf("delete %+v: %w", k, err))
-		}
-		applied = append(applied, k)
 	}
+	applied, err = deleteBatch(inner, delKeys)
+	if err != nil {
+		return rollback(fmt.Errorf("delete entries: %w", err))
+	}
+	putKeys := make([]datapathPolicyKey, 0, len(addMap))
+	putVals := make([]datapathPolicyValue, 0, len(addMap))
 	for k, v := range addMap {
 		if p := prev[k]; p.ok {
 			v.Packets, v.Bytes = p.v.Packets, p.v.Bytes
 		}
-		if err := inner.Put(&k, &v); err != nil {
-			return rollback(fmt.Errorf("put %+v: %w", k, err))
-		}
-		applied = append(applied, k)
+		putKeys = append(putKeys, k)
+		putVals = append(putVals, v)
+	}
+	n, err := updateBatch(inner, putKeys, putVals)
+	applied = append(applied, putKeys[:n]...)
+	if err != nil {
+		return rollback(fmt.Errorf("put entries: %w", err))
 	}
 	d.policyCounts[epID] = count
 	if !revokes {

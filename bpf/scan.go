@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // scanBatch is the number of entries read per syscall when scanning a hash map.
@@ -13,8 +14,15 @@ const scanBatch = 4096
 // scanMap calls fn for every entry of a hash map until fn returns true, reading scanBatch entries
 // per syscall (a map of 10,000 entries costs three syscalls instead of 20,000 with an iterator).
 func scanMap[K comparable, V any](m *ebpf.Map, fn func(K, V) bool) error {
-	keys := make([]K, scanBatch)
-	vals := make([]V, scanBatch)
+	return scanMapN(m, scanBatch, fn)
+}
+
+// scanMapN is scanMap reading up to batch entries per syscall; a map expected to hold few entries
+// is read with buffers of its size instead of scanBatch. fn must tolerate seeing entries again:
+// a batch too small for the first bucket it meets makes the scan start over with scanBatch.
+func scanMapN[K comparable, V any](m *ebpf.Map, batch int, fn func(K, V) bool) error {
+	keys := make([]K, batch)
+	vals := make([]V, batch)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, vals, nil)
@@ -28,6 +36,9 @@ func scanMap[K comparable, V any](m *ebpf.Map, fn func(K, V) bool) error {
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			return iterateMap(m, fn)
+		}
+		if errors.Is(err, unix.ENOSPC) && n == 0 && batch < scanBatch {
+			return scanMapN(m, scanBatch, fn)
 		}
 		if err != nil {
 			return fmt.Errorf("scan map %s: %w", m, err)
