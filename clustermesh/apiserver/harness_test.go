@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -363,4 +364,16 @@ func startEtcd(t testing.TB) *kvstore.Client {
 	t.Helper()
 	srv := etcdtest.Start(t)
 	return etcdtest.NewClient(t, srv, etcdtest.WithPrefix(fmt.Sprintf("apiserver-%d/", time.Now().UnixNano())))
+}
+
+// counterValue reads a counter or gauge.
+func counterValue(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
 }
