@@ -53,9 +53,11 @@ bench: deps
 	@PALISADE_EXTRA_PACKAGES="haproxy iptables" ./deploy/local/install-deps.sh
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
 
-# The Star Wars scenario on a two-node playground cluster in network namespaces (root).
+# The Star Wars scenario on a two-node playground cluster in network namespaces, then across
+# three clusters connected in a cluster mesh (root).
 demo: deps build
 	PALISADE=$(BIN) ./deploy/local/demo.sh
+	PALISADE=$(BIN) ./deploy/local/demo-mesh.sh
 
 clean:
 	rm -rf bin .tools
