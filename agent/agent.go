@@ -45,6 +45,7 @@ type Agent struct {
 	hub     *monitor.Hub
 	routes  *nodeRoutes
 	policy  *policyState
+	mesh    *clusterMesh // remote clusters (clustermesh.go)
 	l7      *l7Proxy
 	metrics *metrics
 	started time.Time
@@ -164,6 +165,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.policy, err = newPolicyState(a); err != nil {
 		return nil, err
 	}
+	a.mesh = newClusterMesh(meshOptions{
+		dir:          cfg.ClusterMeshConfigDir,
+		localName:    cfg.ClusterName,
+		localID:      cfg.ClusterID,
+		layout:       identity.Layout{MaxConnectedClusters: cfg.MaxConnectedClusters},
+		syncTimeout:  cfg.ClusterMeshSyncTimeout,
+		staleGrace:   cfg.ClusterMeshStaleGrace,
+		fullWatch:    cfg.ClusterMeshFullWatch,
+		selectorsFor: a.policy.engine.SelectorsFor,
+		log:          log.With("component", "clustermesh"),
+	}, agentMeshSink{a})
 	if a.l7, err = newL7Proxy(a); err != nil {
 		return nil, err
 	}
@@ -207,6 +219,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goFn("identities", a.watchIdentities)
 	goFn("policies", a.watchPolicies)
 	goFn("regenerate", a.regenerateLoop)
+	goFn("clustermesh", func(ctx context.Context) { a.mesh.run(ctx, a.policy.policiesSynced) })
 	goFn("events", a.forwardEvents)
 	goFn("conntrack-gc", func(ctx context.Context) { a.dp.Conntrack().RunGC(ctx, 30*time.Second) })
 	if a.cfg.MetricsAddr != "" {
@@ -216,6 +229,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Endpoints come back before the API opens, so a CLI never sees a half-restored node.
 	if err := a.policy.waitSynced(ctx); err != nil {
 		a.log.Warn("starting before policies and identities synced", "error", err)
+	}
+	if err := a.mesh.waitSynced(ctx); err != nil {
+		a.log.Warn("restoring endpoints before every remote cluster synced", "error", err)
 	}
 	a.restoreEndpoints(ctx)
 

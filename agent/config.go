@@ -59,6 +59,21 @@ type Config struct {
 	// PolicyAllClusters makes peer selectors without a cluster label match every cluster of the
 	// mesh instead of only the local one (Cilium's historic behaviour).
 	PolicyAllClusters bool `json:"policyAllClusters,omitempty"`
+
+	// ClusterMeshConfigDir holds one <name>.yaml per remote cluster to import from
+	// (clustermesh.RemoteConfig, as `palisade clustermesh connect` writes them). Files are picked
+	// up, changed and dropped at run time. Empty: no clustermesh.
+	ClusterMeshConfigDir string `json:"clusterMeshConfigDir,omitempty"`
+	// ClusterMeshSyncTimeout bounds how long the agent, when it starts, waits for the remote
+	// clusters to sync before it recomputes its endpoints' policy (default 30s). Until then the
+	// endpoints keep what the kernel has.
+	ClusterMeshSyncTimeout time.Duration `json:"clusterMeshSyncTimeout,omitempty"`
+	// ClusterMeshStaleGrace is how long a disconnected remote cluster's entries stay in force
+	// (marked stale) before they are removed (default 5m).
+	ClusterMeshStaleGrace time.Duration `json:"clusterMeshStaleGrace,omitempty"`
+	// ClusterMeshFullWatch imports every identity of the remote clusters rather than only those
+	// the local policies may select (memory grows with the remote clusters' size).
+	ClusterMeshFullWatch bool `json:"clusterMeshFullWatch,omitempty"`
 }
 
 // Defaults for unset fields.
@@ -68,6 +83,9 @@ const (
 	DefaultBPFPinDir  = "/sys/fs/bpf/palisade"
 	DefaultLeaseTTL   = 15 * time.Second
 	DefaultHealthPort = 7946
+
+	DefaultClusterMeshSyncTimeout = 30 * time.Second
+	DefaultClusterMeshStaleGrace  = 5 * time.Minute
 )
 
 // LoadConfigFile reads a YAML (or JSON) config file strictly: unknown fields are errors.
@@ -106,6 +124,12 @@ func (c Config) WithDefaults() Config {
 	if c.HealthPort == 0 {
 		c.HealthPort = DefaultHealthPort
 	}
+	if c.ClusterMeshSyncTimeout == 0 {
+		c.ClusterMeshSyncTimeout = DefaultClusterMeshSyncTimeout
+	}
+	if c.ClusterMeshStaleGrace == 0 {
+		c.ClusterMeshStaleGrace = DefaultClusterMeshStaleGrace
+	}
 	if len(c.KvstoreEndpoints) == 0 {
 		c.KvstoreEndpoints = []string{"http://127.0.0.1:2379"}
 	}
@@ -143,6 +167,12 @@ func (c Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("--state-dir %q: must be an absolute path", c.StateDir))
+	}
+	if c.ClusterMeshSyncTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--clustermesh-sync-timeout %s: must not be negative", c.ClusterMeshSyncTimeout))
+	}
+	if c.ClusterMeshStaleGrace < 0 {
+		errs = append(errs, fmt.Errorf("--clustermesh-stale-grace %s: must not be negative", c.ClusterMeshStaleGrace))
 	}
 	if _, err := identity.NewFilter(c.LabelPatterns); err != nil {
 		errs = append(errs, fmt.Errorf("--labels: %w", err))

@@ -146,6 +146,9 @@ func (a *Agent) watchPolicies(ctx context.Context) {
 		}
 		upserts, deletes = nil, nil
 		a.triggerRegeneration()
+		// Remote clusters are watched for what the policies select: a changed selector set
+		// restarts their watch.
+		a.mesh.policiesChanged()
 	}
 
 	events := a.kv.Watch(ctx, PoliciesPrefix)

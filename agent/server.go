@@ -45,7 +45,13 @@ func listenSocket(path string) (net.Listener, error) {
 }
 
 func (s *apiServer) Status(ctx context.Context, _ *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
-	return s.a.Status(ctx), nil
+	st := s.a.Status(ctx)
+	st.Clustermesh, st.Clusters = s.a.mesh.summary()
+	return st, nil
+}
+
+func (s *apiServer) ClusterMeshStatus(context.Context, *apiv1.ClusterMeshStatusRequest) (*apiv1.ClusterMeshStatusResponse, error) {
+	return s.a.mesh.status(), nil
 }
 
 func (s *apiServer) CreateEndpoint(ctx context.Context, req *apiv1.CreateEndpointRequest) (*apiv1.Endpoint, error) {

@@ -77,7 +77,8 @@ type StatusResponse struct {
 	PolicyRevision uint64                 `protobuf:"varint,11,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	Policies       uint32                 `protobuf:"varint,12,opt,name=policies,proto3" json:"policies,omitempty"`
 	Started        *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=started,proto3" json:"started,omitempty"`
-	Clusters       []*ComponentStatus     `protobuf:"bytes,14,rep,name=clusters,proto3" json:"clusters,omitempty"` // remote clusters of the mesh
+	Clusters       []*ComponentStatus     `protobuf:"bytes,14,rep,name=clusters,proto3" json:"clusters,omitempty"`       // remote clusters of the mesh, one per configured cluster
+	Clustermesh    *ComponentStatus       `protobuf:"bytes,15,opt,name=clustermesh,proto3" json:"clustermesh,omitempty"` // summary of the remote clusters; unset without clustermesh
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -206,6 +207,13 @@ func (x *StatusResponse) GetStarted() *timestamppb.Timestamp {
 func (x *StatusResponse) GetClusters() []*ComponentStatus {
 	if x != nil {
 		return x.Clusters
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetClustermesh() *ComponentStatus {
+	if x != nil {
+		return x.Clustermesh
 	}
 	return nil
 }
@@ -1238,12 +1246,308 @@ func (x *Node) GetLocal() bool {
 	return false
 }
 
+type ClusterMeshStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMeshStatusRequest) Reset() {
+	*x = ClusterMeshStatusRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMeshStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMeshStatusRequest) ProtoMessage() {}
+
+func (x *ClusterMeshStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMeshStatusRequest.ProtoReflect.Descriptor instead.
+func (*ClusterMeshStatusRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+type ClusterMeshStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's --clustermesh-config directory; empty when clustermesh is not configured.
+	ConfigDir string                 `protobuf:"bytes,1,opt,name=config_dir,json=configDir,proto3" json:"config_dir,omitempty"`
+	Clusters  []*RemoteClusterStatus `protobuf:"bytes,2,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// Why the directory could not be read, if it could not.
+	ConfigDirError string `protobuf:"bytes,3,opt,name=config_dir_error,json=configDirError,proto3" json:"config_dir_error,omitempty"`
+	// Every identity is imported (full watch) rather than those the local policies may select.
+	FullWatch     bool `protobuf:"varint,4,opt,name=full_watch,json=fullWatch,proto3" json:"full_watch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMeshStatusResponse) Reset() {
+	*x = ClusterMeshStatusResponse{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMeshStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMeshStatusResponse) ProtoMessage() {}
+
+func (x *ClusterMeshStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMeshStatusResponse.ProtoReflect.Descriptor instead.
+func (*ClusterMeshStatusResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ClusterMeshStatusResponse) GetConfigDir() string {
+	if x != nil {
+		return x.ConfigDir
+	}
+	return ""
+}
+
+func (x *ClusterMeshStatusResponse) GetClusters() []*RemoteClusterStatus {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *ClusterMeshStatusResponse) GetConfigDirError() string {
+	if x != nil {
+		return x.ConfigDirError
+	}
+	return ""
+}
+
+func (x *ClusterMeshStatusResponse) GetFullWatch() bool {
+	if x != nil {
+		return x.FullWatch
+	}
+	return false
+}
+
+// RemoteClusterStatus is one remote cluster as this agent sees it.
+type RemoteClusterStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ClusterId     uint32                 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"` // as the remote said in Info; 0 until it answered
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Connected     bool                   `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`                  // Info accepted and a watch stream open
+	Synced        bool                   `protobuf:"varint,5,opt,name=synced,proto3" json:"synced,omitempty"`                        // the current stream's complete state is imported
+	Stale         bool                   `protobuf:"varint,6,opt,name=stale,proto3" json:"stale,omitempty"`                          // disconnected: what was imported stays in force until stale_until
+	Identities    uint32                 `protobuf:"varint,7,opt,name=identities,proto3" json:"identities,omitempty"`                // remote identities imported
+	Endpoints     uint32                 `protobuf:"varint,8,opt,name=endpoints,proto3" json:"endpoints,omitempty"`                  // remote ipcache entries imported
+	Nodes         uint32                 `protobuf:"varint,9,opt,name=nodes,proto3" json:"nodes,omitempty"`                          // remote nodes whose pod CIDRs are routed
+	LastError     string                 `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"` // the last failure since the last sync (connection, refusal, config file)
+	LastSync      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_sync,json=lastSync,proto3" json:"last_sync,omitempty"`
+	TokenExpiry   *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=token_expiry,json=tokenExpiry,proto3" json:"token_expiry,omitempty"`
+	ConfigFile    string                 `protobuf:"bytes,13,opt,name=config_file,json=configFile,proto3" json:"config_file,omitempty"`
+	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
+	StaleUntil    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=stale_until,json=staleUntil,proto3" json:"stale_until,omitempty"`
+	Version       string                 `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`                            // the remote mesh API server's version
+	Selectors     uint32                 `protobuf:"varint,17,opt,name=selectors,proto3" json:"selectors,omitempty"`                       // selectors of the current watch; 0 with a full watch
+	Rejected      uint64                 `protobuf:"varint,18,opt,name=rejected,proto3" json:"rejected,omitempty"`                         // objects the remote sent that failed validation
+	ConfigError   string                 `protobuf:"bytes,19,opt,name=config_error,json=configError,proto3" json:"config_error,omitempty"` // why the config file as it is now is not in use (the previous one may still run)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoteClusterStatus) Reset() {
+	*x = RemoteClusterStatus{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoteClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoteClusterStatus) ProtoMessage() {}
+
+func (x *RemoteClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoteClusterStatus.ProtoReflect.Descriptor instead.
+func (*RemoteClusterStatus) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RemoteClusterStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoteClusterStatus) GetClusterId() uint32 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *RemoteClusterStatus) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RemoteClusterStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *RemoteClusterStatus) GetSynced() bool {
+	if x != nil {
+		return x.Synced
+	}
+	return false
+}
+
+func (x *RemoteClusterStatus) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *RemoteClusterStatus) GetIdentities() uint32 {
+	if x != nil {
+		return x.Identities
+	}
+	return 0
+}
+
+func (x *RemoteClusterStatus) GetEndpoints() uint32 {
+	if x != nil {
+		return x.Endpoints
+	}
+	return 0
+}
+
+func (x *RemoteClusterStatus) GetNodes() uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *RemoteClusterStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *RemoteClusterStatus) GetLastSync() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSync
+	}
+	return nil
+}
+
+func (x *RemoteClusterStatus) GetTokenExpiry() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpiry
+	}
+	return nil
+}
+
+func (x *RemoteClusterStatus) GetConfigFile() string {
+	if x != nil {
+		return x.ConfigFile
+	}
+	return ""
+}
+
+func (x *RemoteClusterStatus) GetLastErrorTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorTime
+	}
+	return nil
+}
+
+func (x *RemoteClusterStatus) GetStaleUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StaleUntil
+	}
+	return nil
+}
+
+func (x *RemoteClusterStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RemoteClusterStatus) GetSelectors() uint32 {
+	if x != nil {
+		return x.Selectors
+	}
+	return 0
+}
+
+func (x *RemoteClusterStatus) GetRejected() uint64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *RemoteClusterStatus) GetConfigError() string {
+	if x != nil {
+		return x.ConfigError
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\vpalisade.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\x0f\n" +
-	"\rStatusRequest\"\xbb\x04\n" +
+	"\rStatusRequest\"\xfb\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1d\n" +
@@ -1262,7 +1566,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\v \x01(\x04R\x0epolicyRevision\x12\x1a\n" +
 	"\bpolicies\x18\f \x01(\rR\bpolicies\x124\n" +
 	"\astarted\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x128\n" +
-	"\bclusters\x18\x0e \x03(\v2\x1c.palisade.v1.ComponentStatusR\bclusters\"O\n" +
+	"\bclusters\x18\x0e \x03(\v2\x1c.palisade.v1.ComponentStatusR\bclusters\x12>\n" +
+	"\vclustermesh\x18\x0f \x01(\v2\x1c.palisade.v1.ComponentStatusR\vclustermesh\"O\n" +
 	"\x0fComponentStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
@@ -1347,7 +1652,42 @@ const file_agent_proto_rawDesc = "" +
 	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12+\n" +
 	"\x03rtt\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03rtt\x12\x18\n" +
 	"\aversion\x18\b \x01(\tR\aversion\x12\x14\n" +
-	"\x05local\x18\t \x01(\bR\x05local2\xa2\x04\n" +
+	"\x05local\x18\t \x01(\bR\x05local\"\x1a\n" +
+	"\x18ClusterMeshStatusRequest\"\xc1\x01\n" +
+	"\x19ClusterMeshStatusResponse\x12\x1d\n" +
+	"\n" +
+	"config_dir\x18\x01 \x01(\tR\tconfigDir\x12<\n" +
+	"\bclusters\x18\x02 \x03(\v2 .palisade.v1.RemoteClusterStatusR\bclusters\x12(\n" +
+	"\x10config_dir_error\x18\x03 \x01(\tR\x0econfigDirError\x12\x1d\n" +
+	"\n" +
+	"full_watch\x18\x04 \x01(\bR\tfullWatch\"\xb2\x05\n" +
+	"\x13RemoteClusterStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\rR\tclusterId\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x16\n" +
+	"\x06synced\x18\x05 \x01(\bR\x06synced\x12\x14\n" +
+	"\x05stale\x18\x06 \x01(\bR\x05stale\x12\x1e\n" +
+	"\n" +
+	"identities\x18\a \x01(\rR\n" +
+	"identities\x12\x1c\n" +
+	"\tendpoints\x18\b \x01(\rR\tendpoints\x12\x14\n" +
+	"\x05nodes\x18\t \x01(\rR\x05nodes\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\n" +
+	" \x01(\tR\tlastError\x127\n" +
+	"\tlast_sync\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\blastSync\x12=\n" +
+	"\ftoken_expiry\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vtokenExpiry\x12\x1f\n" +
+	"\vconfig_file\x18\r \x01(\tR\n" +
+	"configFile\x12B\n" +
+	"\x0flast_error_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\x12;\n" +
+	"\vstale_until\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"staleUntil\x12\x18\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\x12\x1c\n" +
+	"\tselectors\x18\x11 \x01(\rR\tselectors\x12\x1a\n" +
+	"\brejected\x18\x12 \x01(\x04R\brejected\x12!\n" +
+	"\fconfig_error\x18\x13 \x01(\tR\vconfigError2\x86\x05\n" +
 	"\x05Agent\x12A\n" +
 	"\x06Status\x12\x1a.palisade.v1.StatusRequest\x1a\x1b.palisade.v1.StatusResponse\x12K\n" +
 	"\x0eCreateEndpoint\x12\".palisade.v1.CreateEndpointRequest\x1a\x15.palisade.v1.Endpoint\x12Y\n" +
@@ -1355,7 +1695,8 @@ const file_agent_proto_rawDesc = "" +
 	"\vGetEndpoint\x12\x1f.palisade.v1.GetEndpointRequest\x1a\x15.palisade.v1.Endpoint\x12V\n" +
 	"\rListEndpoints\x12!.palisade.v1.ListEndpointsRequest\x1a\".palisade.v1.ListEndpointsResponse\x12C\n" +
 	"\aMonitor\x12\x1b.palisade.v1.MonitorRequest\x1a\x19.palisade.v1.MonitorEvent0\x01\x12J\n" +
-	"\tListNodes\x12\x1d.palisade.v1.ListNodesRequest\x1a\x1e.palisade.v1.ListNodesResponseB0Z.github.com/palisade-mesh/palisade/api/v1;apiv1b\x06proto3"
+	"\tListNodes\x12\x1d.palisade.v1.ListNodesRequest\x1a\x1e.palisade.v1.ListNodesResponse\x12b\n" +
+	"\x11ClusterMeshStatus\x12%.palisade.v1.ClusterMeshStatusRequest\x1a&.palisade.v1.ClusterMeshStatusResponseB0Z.github.com/palisade-mesh/palisade/api/v1;apiv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1369,64 +1710,75 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_agent_proto_goTypes = []any{
-	(*StatusRequest)(nil),          // 0: palisade.v1.StatusRequest
-	(*StatusResponse)(nil),         // 1: palisade.v1.StatusResponse
-	(*ComponentStatus)(nil),        // 2: palisade.v1.ComponentStatus
-	(*CreateEndpointRequest)(nil),  // 3: palisade.v1.CreateEndpointRequest
-	(*DeleteEndpointRequest)(nil),  // 4: palisade.v1.DeleteEndpointRequest
-	(*DeleteEndpointResponse)(nil), // 5: palisade.v1.DeleteEndpointResponse
-	(*GetEndpointRequest)(nil),     // 6: palisade.v1.GetEndpointRequest
-	(*ListEndpointsRequest)(nil),   // 7: palisade.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),  // 8: palisade.v1.ListEndpointsResponse
-	(*Endpoint)(nil),               // 9: palisade.v1.Endpoint
-	(*MonitorRequest)(nil),         // 10: palisade.v1.MonitorRequest
-	(*Peer)(nil),                   // 11: palisade.v1.Peer
-	(*L7)(nil),                     // 12: palisade.v1.L7
-	(*MonitorEvent)(nil),           // 13: palisade.v1.MonitorEvent
-	(*ListNodesRequest)(nil),       // 14: palisade.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),      // 15: palisade.v1.ListNodesResponse
-	(*Node)(nil),                   // 16: palisade.v1.Node
-	nil,                            // 17: palisade.v1.L7.FieldsEntry
-	(*timestamppb.Timestamp)(nil),  // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 19: google.protobuf.Duration
+	(*StatusRequest)(nil),             // 0: palisade.v1.StatusRequest
+	(*StatusResponse)(nil),            // 1: palisade.v1.StatusResponse
+	(*ComponentStatus)(nil),           // 2: palisade.v1.ComponentStatus
+	(*CreateEndpointRequest)(nil),     // 3: palisade.v1.CreateEndpointRequest
+	(*DeleteEndpointRequest)(nil),     // 4: palisade.v1.DeleteEndpointRequest
+	(*DeleteEndpointResponse)(nil),    // 5: palisade.v1.DeleteEndpointResponse
+	(*GetEndpointRequest)(nil),        // 6: palisade.v1.GetEndpointRequest
+	(*ListEndpointsRequest)(nil),      // 7: palisade.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),     // 8: palisade.v1.ListEndpointsResponse
+	(*Endpoint)(nil),                  // 9: palisade.v1.Endpoint
+	(*MonitorRequest)(nil),            // 10: palisade.v1.MonitorRequest
+	(*Peer)(nil),                      // 11: palisade.v1.Peer
+	(*L7)(nil),                        // 12: palisade.v1.L7
+	(*MonitorEvent)(nil),              // 13: palisade.v1.MonitorEvent
+	(*ListNodesRequest)(nil),          // 14: palisade.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 15: palisade.v1.ListNodesResponse
+	(*Node)(nil),                      // 16: palisade.v1.Node
+	(*ClusterMeshStatusRequest)(nil),  // 17: palisade.v1.ClusterMeshStatusRequest
+	(*ClusterMeshStatusResponse)(nil), // 18: palisade.v1.ClusterMeshStatusResponse
+	(*RemoteClusterStatus)(nil),       // 19: palisade.v1.RemoteClusterStatus
+	nil,                               // 20: palisade.v1.L7.FieldsEntry
+	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 22: google.protobuf.Duration
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: palisade.v1.StatusResponse.kvstore:type_name -> palisade.v1.ComponentStatus
 	2,  // 1: palisade.v1.StatusResponse.datapath:type_name -> palisade.v1.ComponentStatus
 	2,  // 2: palisade.v1.StatusResponse.health:type_name -> palisade.v1.ComponentStatus
-	18, // 3: palisade.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	21, // 3: palisade.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
 	2,  // 4: palisade.v1.StatusResponse.clusters:type_name -> palisade.v1.ComponentStatus
-	9,  // 5: palisade.v1.ListEndpointsResponse.endpoints:type_name -> palisade.v1.Endpoint
-	19, // 6: palisade.v1.L7.latency:type_name -> google.protobuf.Duration
-	17, // 7: palisade.v1.L7.fields:type_name -> palisade.v1.L7.FieldsEntry
-	18, // 8: palisade.v1.MonitorEvent.time:type_name -> google.protobuf.Timestamp
-	11, // 9: palisade.v1.MonitorEvent.source:type_name -> palisade.v1.Peer
-	11, // 10: palisade.v1.MonitorEvent.destination:type_name -> palisade.v1.Peer
-	12, // 11: palisade.v1.MonitorEvent.l7:type_name -> palisade.v1.L7
-	16, // 12: palisade.v1.ListNodesResponse.nodes:type_name -> palisade.v1.Node
-	18, // 13: palisade.v1.Node.since:type_name -> google.protobuf.Timestamp
-	19, // 14: palisade.v1.Node.rtt:type_name -> google.protobuf.Duration
-	0,  // 15: palisade.v1.Agent.Status:input_type -> palisade.v1.StatusRequest
-	3,  // 16: palisade.v1.Agent.CreateEndpoint:input_type -> palisade.v1.CreateEndpointRequest
-	4,  // 17: palisade.v1.Agent.DeleteEndpoint:input_type -> palisade.v1.DeleteEndpointRequest
-	6,  // 18: palisade.v1.Agent.GetEndpoint:input_type -> palisade.v1.GetEndpointRequest
-	7,  // 19: palisade.v1.Agent.ListEndpoints:input_type -> palisade.v1.ListEndpointsRequest
-	10, // 20: palisade.v1.Agent.Monitor:input_type -> palisade.v1.MonitorRequest
-	14, // 21: palisade.v1.Agent.ListNodes:input_type -> palisade.v1.ListNodesRequest
-	1,  // 22: palisade.v1.Agent.Status:output_type -> palisade.v1.StatusResponse
-	9,  // 23: palisade.v1.Agent.CreateEndpoint:output_type -> palisade.v1.Endpoint
-	5,  // 24: palisade.v1.Agent.DeleteEndpoint:output_type -> palisade.v1.DeleteEndpointResponse
-	9,  // 25: palisade.v1.Agent.GetEndpoint:output_type -> palisade.v1.Endpoint
-	8,  // 26: palisade.v1.Agent.ListEndpoints:output_type -> palisade.v1.ListEndpointsResponse
-	13, // 27: palisade.v1.Agent.Monitor:output_type -> palisade.v1.MonitorEvent
-	15, // 28: palisade.v1.Agent.ListNodes:output_type -> palisade.v1.ListNodesResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 5: palisade.v1.StatusResponse.clustermesh:type_name -> palisade.v1.ComponentStatus
+	9,  // 6: palisade.v1.ListEndpointsResponse.endpoints:type_name -> palisade.v1.Endpoint
+	22, // 7: palisade.v1.L7.latency:type_name -> google.protobuf.Duration
+	20, // 8: palisade.v1.L7.fields:type_name -> palisade.v1.L7.FieldsEntry
+	21, // 9: palisade.v1.MonitorEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 10: palisade.v1.MonitorEvent.source:type_name -> palisade.v1.Peer
+	11, // 11: palisade.v1.MonitorEvent.destination:type_name -> palisade.v1.Peer
+	12, // 12: palisade.v1.MonitorEvent.l7:type_name -> palisade.v1.L7
+	16, // 13: palisade.v1.ListNodesResponse.nodes:type_name -> palisade.v1.Node
+	21, // 14: palisade.v1.Node.since:type_name -> google.protobuf.Timestamp
+	22, // 15: palisade.v1.Node.rtt:type_name -> google.protobuf.Duration
+	19, // 16: palisade.v1.ClusterMeshStatusResponse.clusters:type_name -> palisade.v1.RemoteClusterStatus
+	21, // 17: palisade.v1.RemoteClusterStatus.last_sync:type_name -> google.protobuf.Timestamp
+	21, // 18: palisade.v1.RemoteClusterStatus.token_expiry:type_name -> google.protobuf.Timestamp
+	21, // 19: palisade.v1.RemoteClusterStatus.last_error_time:type_name -> google.protobuf.Timestamp
+	21, // 20: palisade.v1.RemoteClusterStatus.stale_until:type_name -> google.protobuf.Timestamp
+	0,  // 21: palisade.v1.Agent.Status:input_type -> palisade.v1.StatusRequest
+	3,  // 22: palisade.v1.Agent.CreateEndpoint:input_type -> palisade.v1.CreateEndpointRequest
+	4,  // 23: palisade.v1.Agent.DeleteEndpoint:input_type -> palisade.v1.DeleteEndpointRequest
+	6,  // 24: palisade.v1.Agent.GetEndpoint:input_type -> palisade.v1.GetEndpointRequest
+	7,  // 25: palisade.v1.Agent.ListEndpoints:input_type -> palisade.v1.ListEndpointsRequest
+	10, // 26: palisade.v1.Agent.Monitor:input_type -> palisade.v1.MonitorRequest
+	14, // 27: palisade.v1.Agent.ListNodes:input_type -> palisade.v1.ListNodesRequest
+	17, // 28: palisade.v1.Agent.ClusterMeshStatus:input_type -> palisade.v1.ClusterMeshStatusRequest
+	1,  // 29: palisade.v1.Agent.Status:output_type -> palisade.v1.StatusResponse
+	9,  // 30: palisade.v1.Agent.CreateEndpoint:output_type -> palisade.v1.Endpoint
+	5,  // 31: palisade.v1.Agent.DeleteEndpoint:output_type -> palisade.v1.DeleteEndpointResponse
+	9,  // 32: palisade.v1.Agent.GetEndpoint:output_type -> palisade.v1.Endpoint
+	8,  // 33: palisade.v1.Agent.ListEndpoints:output_type -> palisade.v1.ListEndpointsResponse
+	13, // 34: palisade.v1.Agent.Monitor:output_type -> palisade.v1.MonitorEvent
+	15, // 35: palisade.v1.Agent.ListNodes:output_type -> palisade.v1.ListNodesResponse
+	18, // 36: palisade.v1.Agent.ClusterMeshStatus:output_type -> palisade.v1.ClusterMeshStatusResponse
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1440,7 +1792,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

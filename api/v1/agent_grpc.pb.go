@@ -22,13 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_Status_FullMethodName         = "/palisade.v1.Agent/Status"
-	Agent_CreateEndpoint_FullMethodName = "/palisade.v1.Agent/CreateEndpoint"
-	Agent_DeleteEndpoint_FullMethodName = "/palisade.v1.Agent/DeleteEndpoint"
-	Agent_GetEndpoint_FullMethodName    = "/palisade.v1.Agent/GetEndpoint"
-	Agent_ListEndpoints_FullMethodName  = "/palisade.v1.Agent/ListEndpoints"
-	Agent_Monitor_FullMethodName        = "/palisade.v1.Agent/Monitor"
-	Agent_ListNodes_FullMethodName      = "/palisade.v1.Agent/ListNodes"
+	Agent_Status_FullMethodName            = "/palisade.v1.Agent/Status"
+	Agent_CreateEndpoint_FullMethodName    = "/palisade.v1.Agent/CreateEndpoint"
+	Agent_DeleteEndpoint_FullMethodName    = "/palisade.v1.Agent/DeleteEndpoint"
+	Agent_GetEndpoint_FullMethodName       = "/palisade.v1.Agent/GetEndpoint"
+	Agent_ListEndpoints_FullMethodName     = "/palisade.v1.Agent/ListEndpoints"
+	Agent_Monitor_FullMethodName           = "/palisade.v1.Agent/Monitor"
+	Agent_ListNodes_FullMethodName         = "/palisade.v1.Agent/ListNodes"
+	Agent_ClusterMeshStatus_FullMethodName = "/palisade.v1.Agent/ClusterMeshStatus"
 )
 
 // AgentClient is the client API for Agent service.
@@ -48,6 +49,9 @@ type AgentClient interface {
 	Monitor(ctx context.Context, in *MonitorRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MonitorEvent], error)
 	// ListNodes reports the cluster's nodes with their gossip health.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// ClusterMeshStatus reports each remote cluster this agent imports from (one per file in its
+	// --clustermesh-config directory).
+	ClusterMeshStatus(ctx context.Context, in *ClusterMeshStatusRequest, opts ...grpc.CallOption) (*ClusterMeshStatusResponse, error)
 }
 
 type agentClient struct {
@@ -137,6 +141,16 @@ func (c *agentClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts 
 	return out, nil
 }
 
+func (c *agentClient) ClusterMeshStatus(ctx context.Context, in *ClusterMeshStatusRequest, opts ...grpc.CallOption) (*ClusterMeshStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterMeshStatusResponse)
+	err := c.cc.Invoke(ctx, Agent_ClusterMeshStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -154,6 +168,9 @@ type AgentServer interface {
 	Monitor(*MonitorRequest, grpc.ServerStreamingServer[MonitorEvent]) error
 	// ListNodes reports the cluster's nodes with their gossip health.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// ClusterMeshStatus reports each remote cluster this agent imports from (one per file in its
+	// --clustermesh-config directory).
+	ClusterMeshStatus(context.Context, *ClusterMeshStatusRequest) (*ClusterMeshStatusResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -184,6 +201,9 @@ func (UnimplementedAgentServer) Monitor(*MonitorRequest, grpc.ServerStreamingSer
 }
 func (UnimplementedAgentServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedAgentServer) ClusterMeshStatus(context.Context, *ClusterMeshStatusRequest) (*ClusterMeshStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClusterMeshStatus not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -325,6 +345,24 @@ func _Agent_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ClusterMeshStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterMeshStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ClusterMeshStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ClusterMeshStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ClusterMeshStatus(ctx, req.(*ClusterMeshStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -355,6 +393,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Agent_ListNodes_Handler,
+		},
+		{
+			MethodName: "ClusterMeshStatus",
+			Handler:    _Agent_ClusterMeshStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

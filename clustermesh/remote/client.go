@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/palisade-mesh/palisade/api/v1"
@@ -18,8 +19,12 @@ import (
 	"github.com/palisade-mesh/palisade/clustermesh"
 )
 
-// maxRecvMsgSize bounds one response of the server (a chunk of the initial state).
-const maxRecvMsgSize = 16 << 20
+const (
+	// maxRecvMsgSize bounds one response of the server (a chunk of the initial state).
+	maxRecvMsgSize   = 16 << 20
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+)
 
 // Client imports one remote cluster. Create it with New, run it with Run; Status, UpdateSelectors
 // and Name are safe to call from any goroutine.
@@ -260,6 +265,9 @@ func (c *Client) connect(ctx context.Context, sels []*apiv1.MeshSelector, events
 		grpc.WithTransportCredentials(credentials.NewTLS(c.tls)),
 		grpc.WithPerRPCCredentials(c.token),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		// Pings find a server that vanished without closing the connection (a partition); the
+		// mesh API server accepts one every 10s at most.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 	)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", cfg.Address, err)

@@ -94,6 +94,10 @@ values of --config.`,
 	fs.IntVar(&cfg.HealthPort, "health-port", agent.DefaultHealthPort, "gossip health port (TCP and UDP) on the node address")
 	fs.StringVar(&cfg.HealthKeyFile, "health-key-file", "", "gossip key set file (JSON {primary, keys}); default: the cluster's key in etcd")
 	fs.BoolVar(&cfg.PolicyAllClusters, "policy-all-clusters", false, "peer selectors without a cluster label select every cluster")
+	fs.StringVar(&cfg.ClusterMeshConfigDir, "clustermesh-config", "", "directory with one <name>.yaml per remote cluster to import (picked up at run time)")
+	fs.DurationVar(&cfg.ClusterMeshSyncTimeout, "clustermesh-sync-timeout", agent.DefaultClusterMeshSyncTimeout, "at start-up, how long endpoints wait for the remote clusters to sync")
+	fs.DurationVar(&cfg.ClusterMeshStaleGrace, "clustermesh-stale-grace", agent.DefaultClusterMeshStaleGrace, "how long a disconnected remote cluster's entries stay in force")
+	fs.BoolVar(&cfg.ClusterMeshFullWatch, "clustermesh-full-watch", false, "import every remote identity, not only those the local policies may select")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -118,15 +122,16 @@ func mergeAgentConfig(file, flags agent.Config, cmd *cobra.Command) agent.Config
 		out.KvstoreEndpoints = flags.KvstoreEndpoints
 	}
 	for name, pair := range map[string][2]*string{
-		"kvstore-ca-file":   {&out.KvstoreCAFile, &flags.KvstoreCAFile},
-		"kvstore-cert-file": {&out.KvstoreCertFile, &flags.KvstoreCertFile},
-		"kvstore-key-file":  {&out.KvstoreKeyFile, &flags.KvstoreKeyFile},
-		"kvstore-prefix":    {&out.KvstorePrefix, &flags.KvstorePrefix},
-		"state-dir":         {&out.StateDir, &flags.StateDir},
-		"socket":            {&out.SocketPath, &flags.SocketPath},
-		"bpf-pin-dir":       {&out.BPFPinDir, &flags.BPFPinDir},
-		"metrics-addr":      {&out.MetricsAddr, &flags.MetricsAddr},
-		"health-key-file":   {&out.HealthKeyFile, &flags.HealthKeyFile},
+		"kvstore-ca-file":    {&out.KvstoreCAFile, &flags.KvstoreCAFile},
+		"kvstore-cert-file":  {&out.KvstoreCertFile, &flags.KvstoreCertFile},
+		"kvstore-key-file":   {&out.KvstoreKeyFile, &flags.KvstoreKeyFile},
+		"kvstore-prefix":     {&out.KvstorePrefix, &flags.KvstorePrefix},
+		"state-dir":          {&out.StateDir, &flags.StateDir},
+		"socket":             {&out.SocketPath, &flags.SocketPath},
+		"bpf-pin-dir":        {&out.BPFPinDir, &flags.BPFPinDir},
+		"metrics-addr":       {&out.MetricsAddr, &flags.MetricsAddr},
+		"health-key-file":    {&out.HealthKeyFile, &flags.HealthKeyFile},
+		"clustermesh-config": {&out.ClusterMeshConfigDir, &flags.ClusterMeshConfigDir},
 	} {
 		if set(name) || *pair[0] == "" {
 			*pair[0] = *pair[1]
@@ -143,6 +148,15 @@ func mergeAgentConfig(file, flags agent.Config, cmd *cobra.Command) agent.Config
 	}
 	if set("policy-all-clusters") {
 		out.PolicyAllClusters = flags.PolicyAllClusters
+	}
+	if set("clustermesh-sync-timeout") || out.ClusterMeshSyncTimeout == 0 {
+		out.ClusterMeshSyncTimeout = flags.ClusterMeshSyncTimeout
+	}
+	if set("clustermesh-stale-grace") || out.ClusterMeshStaleGrace == 0 {
+		out.ClusterMeshStaleGrace = flags.ClusterMeshStaleGrace
+	}
+	if set("clustermesh-full-watch") {
+		out.ClusterMeshFullWatch = flags.ClusterMeshFullWatch
 	}
 	return out
 }

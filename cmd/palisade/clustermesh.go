@@ -21,6 +21,7 @@ func newClustermeshCommand() *cobra.Command {
 	}
 	cmd.AddCommand(newClustermeshTokenCommand())
 	cmd.AddCommand(newClustermeshInitCommand(), newClustermeshConnectCommand())
+	cmd.AddCommand(newClustermeshStatusCommand())
 	return cmd
 }
 

@@ -36,6 +36,12 @@ func newStatusCommand() *cobra.Command {
 			fmt.Fprintf(w, "Endpoints:\t%d/%d ready\n", st.GetEndpointsReady(), st.GetEndpoints())
 			fmt.Fprintf(w, "Identities:\t%d\n", st.GetIdentities())
 			fmt.Fprintf(w, "Policy:\t%d %s, revision %d\n", st.GetPolicies(), plural(int(st.GetPolicies()), "policy", "policies"), st.GetPolicyRevision())
+			if cm := st.GetClustermesh(); cm != nil {
+				fmt.Fprintf(w, "Clustermesh:\t%s\t%s\n", okWord(cm.GetOk()), cm.GetMessage())
+				for _, c := range st.GetClusters() {
+					fmt.Fprintf(w, "  %s:\t%s\t%s\n", c.GetName(), okWord(c.GetOk()), c.GetMessage())
+				}
+			}
 		})
 	}
 	return cmd
