@@ -60,8 +60,10 @@ type Server struct {
 	// ctx ends the server: Close, or the end of Run's context. Streams end with it.
 	ctx     context.Context
 	cancel  context.CancelFunc
-	running atomic.Bool
-	runDone chan struct{}
+	mu      sync.Mutex // guards running and closed
+	running bool
+	closed  bool
+	runDone chan struct{} // closed when Run returns
 	senders sync.WaitGroup // stream sender goroutines
 
 	heartbeat atomic.Pointer[time.Time] // last heartbeat written
@@ -155,9 +157,17 @@ func (s *Server) IsGCLeader() bool { return s.gcLeader.Load() }
 // Run serves until ctx ends or Close is called, then stops every stream and background task. It
 // returns an error only when serving failed; it may be called once.
 func (s *Server) Run(ctx context.Context) error {
-	if !s.running.CompareAndSwap(false, true) {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return nil // Close came first
+	case s.running:
+		s.mu.Unlock()
 		return errors.New("mesh API server: Run called twice")
 	}
+	s.running = true
+	s.mu.Unlock()
 	defer close(s.runDone)
 	stop := context.AfterFunc(ctx, s.cancel)
 	defer stop()
@@ -216,12 +226,18 @@ func (s *Server) Run(ctx context.Context) error {
 // without Run.
 func (s *Server) Close() error {
 	s.cancel()
-	if s.running.CompareAndSwap(false, true) {
-		// Run never started: nobody else owns the listener.
-		close(s.runDone)
+	s.mu.Lock()
+	first, running := !s.closed, s.running
+	s.closed = true
+	s.mu.Unlock()
+	if running {
+		<-s.runDone
+		return nil
+	}
+	if first {
+		// Run never started (and now never will): nobody else owns the listener.
 		return s.ln.Close()
 	}
-	<-s.runDone
 	return nil
 }
 
