@@ -63,7 +63,7 @@ type Server struct {
 	mu      sync.Mutex // guards running and closed
 	running bool
 	closed  bool
-	runDone chan struct{} // closed when Run returns
+	runDone chan struct{}  // closed when Run returns
 	senders sync.WaitGroup // stream sender goroutines
 
 	heartbeat atomic.Pointer[time.Time] // last heartbeat written
