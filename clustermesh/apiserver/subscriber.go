@@ -84,13 +84,6 @@ func (s *subscriber) take() []*change {
 	return q
 }
 
-// queued is the number of changes waiting.
-func (s *subscriber) queued() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.queue)
-}
-
 // kindSet reads the kinds of a request; none means all.
 func kindSet(kinds []apiv1.MeshKind) ([4]bool, error) {
 	var set [4]bool

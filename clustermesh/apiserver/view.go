@@ -438,10 +438,3 @@ func (v *view) resolve(reqs []api.Requirement) []*apiv1.MeshIdentity {
 	slices.SortFunc(out, func(a, b *apiv1.MeshIdentity) int { return cmp.Compare(a.Id, b.Id) })
 	return out
 }
-
-// counts reports the sizes of the view, for logs and tests.
-func (v *view) counts() (identities, ipcache, nodes int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return len(v.identities), len(v.ipcache), len(v.nodes)
-}
