@@ -190,3 +190,58 @@ func BenchmarkFanout(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanoutBaselineEtcdWatchPerClient is the design the server avoids: every client with
+// its own etcd watch (no TLS, no gRPC of ours, but N watchers in etcd). Compare changes/s with
+// BenchmarkFanout at the same number of streams.
+//
+//	go test -run XXX -bench 'Fanout' -benchtime 3x ./clustermesh/apiserver
+func BenchmarkFanoutBaselineEtcdWatchPerClient(b *testing.B) {
+	const perRound = 5000
+	for _, streams := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
+			kv := startEtcd(b)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			watches := make([]<-chan kvstore.Event, streams)
+			for i := range watches {
+				watches[i] = kv.Watch(ctx, ipcachePrefix)
+				if ev := <-watches[i]; ev.Type != kvstore.EventSynced {
+					b.Fatalf("first event %v, want synced", ev.Type)
+				}
+			}
+			entry, _ := json.Marshal(map[string]any{"identity": 1001, "hostIP": "192.168.0.1", "node": "node1"})
+			round := 0
+			var elapsed time.Duration
+			for b.Loop() {
+				round++
+				ops := make([]kvstore.Op, perRound)
+				for i := range ops {
+					ops[i] = kvstore.OpPut(fmt.Sprintf("%s10.%d.%d.%d/32", ipcachePrefix, round, i>>8, i&255), entry, kvstore.NoLease)
+				}
+				start := time.Now()
+				done := make(chan error, streams)
+				for _, w := range watches {
+					go func() {
+						for range perRound {
+							if _, ok := <-w; !ok {
+								done <- fmt.Errorf("watch closed")
+								return
+							}
+						}
+						done <- nil
+					}()
+				}
+				writeBatched(b, kv, ops)
+				for range watches {
+					if err := <-done; err != nil {
+						b.Fatal(err)
+					}
+				}
+				elapsed += time.Since(start)
+			}
+			b.ReportMetric(float64(perRound*streams*round)/elapsed.Seconds(), "changes/s")
+			b.ReportMetric(float64(perRound*round)/elapsed.Seconds(), "etcd-events/s")
+		})
+	}
+}
