@@ -386,20 +386,20 @@ func (m *clusterMesh) waitSynced(ctx context.Context) error {
 		}
 	}
 	m.mu.Unlock()
-	for name, c := range waits {
+	for _, c := range waits {
 		select {
 		case <-c:
 		case <-ctx.Done():
 			var pending []string
-			for n, c := range waits {
+			for name, c := range waits {
 				select {
 				case <-c:
 				default:
-					pending = append(pending, n)
+					pending = append(pending, name)
 				}
 			}
 			slices.Sort(pending)
-			return fmt.Errorf("remote clusters %s not synced after %s (first waited for %s): %w", strings.Join(pending, ", "), m.opts.syncTimeout, name, ctx.Err())
+			return fmt.Errorf("remote clusters not synced within %s: %s", m.opts.syncTimeout, strings.Join(pending, ", "))
 		}
 	}
 	return nil
