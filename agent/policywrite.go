@@ -141,34 +141,70 @@ func entryKey(e bpf.PolicyEntry) bpf.PolicyEntry {
 	return e
 }
 
+func compareKeys(x, y bpf.PolicyEntry) int { return compareEntries(entryKey(x), entryKey(y)) }
+
+// diffEntries walks old and new side by side in key order, without building maps: one policy
+// change diffs every endpoint of the node.
 func diffEntries(old, new []bpf.PolicyEntry) entryDiff {
-	oldByKey := make(map[bpf.PolicyEntry]bpf.PolicyEntry, len(old))
-	for _, e := range old {
-		oldByKey[entryKey(e)] = e
-	}
+	old, new = uniqueByKey(old), uniqueByKey(new)
 	var d entryDiff
-	seen := make(map[bpf.PolicyEntry]bool, len(new))
-	for _, e := range new {
-		k := entryKey(e)
-		seen[k] = true
-		if prev, ok := oldByKey[k]; ok && prev == e {
-			continue
-		}
+	add := func(e bpf.PolicyEntry) {
 		if e.Deny {
 			d.addDeny = append(d.addDeny, e)
 		} else {
 			d.addAllow = append(d.addAllow, e)
 		}
 	}
-	for k, e := range oldByKey {
-		if seen[k] {
-			continue
+	for i, j := 0, 0; i < len(old) || j < len(new); {
+		var c int
+		switch {
+		case i == len(old):
+			c = 1
+		case j == len(new):
+			c = -1
+		default:
+			c = compareKeys(old[i], new[j])
 		}
-		if e.Deny {
-			d.delDeny = append(d.delDeny, e)
-		} else {
-			d.delAllow = append(d.delAllow, e)
+		switch {
+		case c < 0:
+			if old[i].Deny {
+				d.delDeny = append(d.delDeny, old[i])
+			} else {
+				d.delAllow = append(d.delAllow, old[i])
+			}
+			i++
+		case c > 0:
+			add(new[j])
+			j++
+		default:
+			if old[i] != new[j] {
+				add(new[j])
+			}
+			i, j = i+1, j+1
 		}
 	}
 	return d
+}
+
+// uniqueByKey returns entries in key order with one entry per key, the last one given for a key
+// winning. The agent's lists already are (regenerate sorts them), and are returned as they are.
+func uniqueByKey(entries []bpf.PolicyEntry) []bpf.PolicyEntry {
+	ordered := true
+	for i := 1; i < len(entries) && ordered; i++ {
+		ordered = compareKeys(entries[i-1], entries[i]) < 0
+	}
+	if ordered {
+		return entries
+	}
+	out := slices.Clone(entries)
+	slices.SortStableFunc(out, compareKeys)
+	n := 0
+	for i := range out {
+		if i+1 < len(out) && compareKeys(out[i], out[i+1]) == 0 {
+			continue // a later entry of the same key wins
+		}
+		out[n] = out[i]
+		n++
+	}
+	return out[:n]
 }

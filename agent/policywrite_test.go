@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,11 @@ func TestDiffEntries_SplitsByEffect(t *testing.T) {
 			old:  []bpf.PolicyEntry{allow80, allow443},
 			new:  []bpf.PolicyEntry{allow80Proxy, allow443Denied},
 			want: entryDiff{addDeny: []bpf.PolicyEntry{allow443Denied}, addAllow: []bpf.PolicyEntry{allow80Proxy}},
+		},
+		{
+			name: "unsorted, a key given twice: the last one wins",
+			old:  []bpf.PolicyEntry{deny22, allow443, allow80},
+			new:  []bpf.PolicyEntry{allow443, allow80Proxy, deny22, allow80},
 		},
 		{
 			name: "removals",
@@ -138,6 +144,73 @@ func TestWritePolicy_BatchLeavesEachEndpointAtItsNewPolicyAndDefersOnlyTheCut(t 
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			t.Errorf("endpoint %d installed %v, want %v", c.ep, got, want)
+		}
+	}
+}
+
+// diffByMaps is the plain definition diffEntries must agree with.
+func diffByMaps(old, new []bpf.PolicyEntry) entryDiff {
+	last := func(es []bpf.PolicyEntry) map[bpf.PolicyEntry]bpf.PolicyEntry {
+		m := make(map[bpf.PolicyEntry]bpf.PolicyEntry)
+		for _, e := range es {
+			m[entryKey(e)] = e
+		}
+		return m
+	}
+	o, n := last(old), last(new)
+	var d entryDiff
+	for k, e := range n {
+		if prev, ok := o[k]; ok && prev == e {
+			continue
+		}
+		if e.Deny {
+			d.addDeny = append(d.addDeny, e)
+		} else {
+			d.addAllow = append(d.addAllow, e)
+		}
+	}
+	for k, e := range o {
+		if _, ok := n[k]; ok {
+			continue
+		}
+		if e.Deny {
+			d.delDeny = append(d.delDeny, e)
+		} else {
+			d.delAllow = append(d.delAllow, e)
+		}
+	}
+	return d
+}
+
+func TestDiffEntries_AgreesWithMapsOnRandomPolicies(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	random := func() []bpf.PolicyEntry {
+		es := make([]bpf.PolicyEntry, r.IntN(40))
+		for i := range es {
+			es[i] = bpf.PolicyEntry{
+				Identity: uint32(r.IntN(4)), Direction: bpf.Direction(r.IntN(2)), Protocol: bpf.ProtoTCP,
+				Port: uint16(80 + r.IntN(3)), Deny: r.IntN(4) == 0,
+			}
+			if !es[i].Deny && r.IntN(3) == 0 {
+				es[i].ProxyPort = 15001
+			}
+		}
+		if r.IntN(2) == 0 {
+			slices.SortFunc(es, compareEntries) // the agent's own lists are sorted
+		}
+		return es
+	}
+	for i := 0; i < 2000; i++ {
+		old, new := random(), random()
+		got, want := diffEntries(old, new), diffByMaps(old, new)
+		for _, part := range [][2][]bpf.PolicyEntry{
+			{got.addDeny, want.addDeny}, {got.addAllow, want.addAllow}, {got.delAllow, want.delAllow}, {got.delDeny, want.delDeny},
+		} {
+			slices.SortFunc(part[0], compareEntries)
+			slices.SortFunc(part[1], compareEntries)
+			if !slices.Equal(part[0], part[1]) {
+				t.Fatalf("diff of\n%v\n%v\n= %+v\nwant %+v", old, new, got, want)
+			}
 		}
 	}
 }

@@ -82,9 +82,10 @@ func (d *Datapath) revokeLater(b *PolicyBatch, epID uint32, lookup policyLookup)
 
 // revokeFlowsOfLocked cuts the flows of the endpoints eps that their installed policy no longer
 // admits, in one scan of the conntrack table. An endpoint's policy is opened only when one of its
-// flows turns up, and every policy key is read from the kernel once per call, however many flows
-// share it. A policy that cannot be read counts as none: its flows are cut (fail closed), and the
-// error is returned.
+// flows turns up; every policy key is read from the kernel, and every verdict computed, once per
+// call however many flows share it (a busy table holds thousands of flows of a few peers). A
+// policy that cannot be read counts as none: its flows are cut (fail closed), and the error is
+// returned.
 func (d *Datapath) revokeFlowsOfLocked(eps map[uint32]struct{}) (int, error) {
 	policies := make(map[uint32]*installedPolicy)
 	defer func() {
@@ -92,6 +93,17 @@ func (d *Datapath) revokeFlowsOfLocked(eps map[uint32]struct{}) (int, error) {
 			p.close()
 		}
 	}()
+	type question struct {
+		endpoint, identity uint32
+		port               uint16
+		proto              uint8
+		dir                Direction
+	}
+	type answer struct {
+		allowed bool
+		proxy   uint16
+	}
+	verdicts := make(map[question]answer)
 	var openErrs []error
 	cut := make(map[uint32]int)
 	n, err := d.Conntrack().deleteWhere(func(k datapathCtKey, v datapathCtValue) bool {
@@ -107,8 +119,13 @@ func (d *Datapath) revokeFlowsOfLocked(eps map[uint32]struct{}) (int, error) {
 			p = &installedPolicy{m: m, seen: make(map[datapathPolicyKey]cachedLookup)}
 			policies[v.EndpointId] = p
 		}
-		allowed, proxy := verdictWith(p.lookup, v.Identity, hostPort(k.Dport), k.Proto, Direction(k.Dir))
-		if !allowed || proxy != v.ProxyPort {
+		q := question{v.EndpointId, v.Identity, hostPort(k.Dport), k.Proto, Direction(k.Dir)}
+		a, ok := verdicts[q]
+		if !ok {
+			a.allowed, a.proxy = verdictWith(p.lookup, q.identity, q.port, q.proto, q.dir)
+			verdicts[q] = a
+		}
+		if !a.allowed || a.proxy != v.ProxyPort {
 			cut[v.EndpointId]++
 			return true
 		}
