@@ -227,7 +227,8 @@ func (ep *Endpoint) dialUpstream(addr string) (*upstream, error) {
 		return nil, err
 	}
 	ep.dials.Add(1)
-	return &upstream{addr: addr, conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, nil
+	sock := newSockIO(c)
+	return &upstream{addr: addr, conn: c, br: bufio.NewReaderSize(sock, 16<<10), bw: bufio.NewWriterSize(sock, 16<<10)}, nil
 }
 
 // getUpstream returns an idle pooled connection to addr, or a new one.

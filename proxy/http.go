@@ -61,11 +61,12 @@ type httpConn struct {
 }
 
 func (ep *Endpoint) serveHTTP(cc *clientConn) {
-	h := &httpConn{clientConn: cc, lr: &limitReader{r: cc.conn, n: -1}}
+	sock := newSockIO(cc.conn)
+	h := &httpConn{clientConn: cc, lr: &limitReader{r: sock, n: -1}}
 	h.br = readerPool.Get().(*bufio.Reader)
 	h.br.Reset(h.lr)
 	h.bw = writerPool.Get().(*bufio.Writer)
-	h.bw.Reset(cc.conn)
+	h.bw.Reset(sock)
 	defer func() {
 		if h.up != nil {
 			ep.putUpstream(h.up)
