@@ -56,7 +56,10 @@ func newDevUpCommand(dir *string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Dir = *dir
-			st, err := playground.Up(cmd.Context(), opts, cmd.ErrOrStderr())
+			// Ctrl-C while starting removes what was started so far.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, err := playground.Up(ctx, opts, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

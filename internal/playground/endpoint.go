@@ -34,6 +34,14 @@ func (s *State) AddEndpoint(ctx context.Context, name, node string, labels []str
 	if workload != WorkloadNone && workload != WorkloadDeathstar {
 		return EndpointState{}, fmt.Errorf("unknown workload %q (valid: %s)", workload, WorkloadDeathstar)
 	}
+	unlock, err := lock(s.Dir)
+	if err != nil {
+		return EndpointState{}, err
+	}
+	defer unlock()
+	if err := s.reload(); err != nil {
+		return EndpointState{}, err
+	}
 	n, err := s.Node(node)
 	if err != nil {
 		return EndpointState{}, err

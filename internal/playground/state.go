@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // DefaultDir is where the playground keeps its state, sockets and logs.
@@ -170,6 +171,30 @@ func Load(dir string) (*State, error) {
 		return nil, fmt.Errorf("playground state %s: %w", statePath(dir), err)
 	}
 	return &s, nil
+}
+
+// lock serialises the commands that change a running playground's state file (two `dev
+// endpoint add` at once would otherwise each save a state without the other's endpoint).
+func lock(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, "state.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock the playground state: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock the playground state: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// reload replaces s with what its state file says now; call it holding the lock.
+func (s *State) reload() error {
+	fresh, err := Load(s.Dir)
+	if err != nil {
+		return err
+	}
+	*s = *fresh
+	return nil
 }
 
 func (s *State) save() error {

@@ -125,3 +125,32 @@ func TestAlive_ZombiesAreNotAlive(t *testing.T) {
 		t.Fatalf("the child was reaped already (%v): the test shows nothing", err)
 	}
 }
+
+func TestLock_SecondHolderWaitsForTheFirst(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	go func() {
+		unlock2, err := lock(dir)
+		if err != nil {
+			t.Error(err)
+		} else {
+			unlock2()
+		}
+		close(got)
+	}()
+	select {
+	case <-got:
+		t.Fatal("a second lock was granted while the first was held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	unlock()
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second lock was not granted after the first was released")
+	}
+}

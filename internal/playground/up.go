@@ -98,9 +98,31 @@ func Up(ctx context.Context, opts Options, progress io.Writer) (*State, error) {
 	}
 	st := &State{Dir: opts.Dir, NSPrefix: "pdev-" + topo.Suffix() + "-"}
 	if err := st.start(ctx, topo, opts, progress); err != nil {
+		if logs := st.keepLogs(); logs != "" {
+			err = fmt.Errorf("%w (the daemons' logs are kept in %s)", err, logs)
+		}
 		return nil, errors.Join(err, st.Down(), topo.Close())
 	}
 	return st, nil
+}
+
+// keepLogs copies the daemons' logs out of the state directory, which Down removes, so that a
+// failed start can be diagnosed. It returns where they went, or "" if there were none.
+func (s *State) keepLogs() string {
+	logs, _ := filepath.Glob(filepath.Join(s.Dir, "*.log"))
+	if len(logs) == 0 {
+		return ""
+	}
+	dir, err := os.MkdirTemp("", "palisade-dev-logs-")
+	if err != nil {
+		return ""
+	}
+	for _, l := range logs {
+		if raw, err := os.ReadFile(l); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, filepath.Base(l)), raw, 0o600)
+		}
+	}
+	return dir
 }
 
 // start builds the playground s describes, recording every namespace and process in s's

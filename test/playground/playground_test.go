@@ -300,3 +300,36 @@ func TestPlayground_MeshOfThreeClusters(t *testing.T) {
 
 	c.downLeavesNothing(st)
 }
+
+// TestPlayground_FailedUpRemovesWhatItStarted makes etcd fail to start (its data directory is a
+// file) and checks that `dev up` reports it, keeps the logs elsewhere and leaves nothing behind.
+func TestPlayground_FailedUpRemovesWhatItStarted(t *testing.T) {
+	testenv.RequireRoot(t)
+	c := newPlaygroundCLI(t)
+	if err := os.WriteFile(filepath.Join(c.dir, "cluster1-etcd"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := topology.NamespacesWithPrefix("pdev-")
+	out, err := exec.Command(c.bin, "dev", "up", "--clusters", "2", "--nodes", "1", "--dir", c.dir).CombinedOutput()
+	if err == nil {
+		_ = exec.Command(c.bin, "dev", "down", "--dir", c.dir).Run()
+		t.Fatalf("dev up succeeded with an unusable etcd data directory:\n%s", out)
+	}
+	msg := string(out)
+	const kept = "the daemons' logs are kept in "
+	i := strings.Index(msg, kept)
+	if !strings.Contains(msg, "etcd of cluster1") || i < 0 {
+		t.Fatalf("dev up error does not name etcd of cluster1 and the kept logs:\n%s", msg)
+	}
+	logs := strings.TrimRight(strings.Fields(msg[i+len(kept):])[0], ")")
+	t.Cleanup(func() { os.RemoveAll(logs) })
+	if _, err := os.Stat(filepath.Join(logs, "cluster1-etcd.log")); err != nil {
+		t.Errorf("etcd's log was not kept: %v", err)
+	}
+	if _, err := os.Stat(c.dir); err == nil {
+		t.Errorf("%s left after a failed dev up", c.dir)
+	}
+	if after := topology.NamespacesWithPrefix("pdev-"); len(after) > len(before) {
+		t.Errorf("namespaces left after a failed dev up: before %v, after %v", before, after)
+	}
+}
