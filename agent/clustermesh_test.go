@@ -233,6 +233,10 @@ func TestClusterMesh_ConfigFilesStartChangeAndStopRemoteClusters(t *testing.T) {
 	h.waitStatus("synced", "cluster2", func(s *remoteStatusView) bool {
 		return s.Synced && s.Identities == 2 && s.Endpoints == 2 && s.Nodes == 1
 	})
+	sum, per := h.mesh.summary()
+	if !sum.Ok || !strings.HasPrefix(sum.Message, "1/1 remote clusters synced, 2 remote identities, 2 remote endpoints") || len(per) != 1 || !per[0].Ok {
+		t.Fatalf("status summary: %v, %v", sum, per)
+	}
 
 	// Changed (a new token file): reconnected, and nothing withdrawn meanwhile.
 	tokenCopy := filepath.Join(t.TempDir(), "renamed.token")
