@@ -241,12 +241,20 @@ func newDevEndpointCommand(dir *string) *cobra.Command {
 func newDevRequestCommand(dir *string) *cobra.Command {
 	var (
 		from, to, method string
-		timeout          time.Duration
+		timeout, within  time.Duration
+		untilStatus      int
 	)
 	cmd := &cobra.Command{
 		Use:   "request --from NAME --to NAME [-X METHOD] PATH",
 		Short: "Send an HTTP request from one playground endpoint to another",
-		Args:  cobra.ExactArgs(1),
+		Long: `Request sends one HTTP request from inside the source endpoint's network namespace to the
+destination endpoint's address, and prints the answer, or "dropped" when no connection was made
+within --timeout. With --until-status it repeats the request until the answer has that status
+(or --within passes) and says how many requests that took and how long.`,
+		Example: `  palisade dev request --from xwing --to deathstar -X POST /v1/request-landing
+  palisade dev request --from cluster2/tiefighter --to cluster1/deathstar -X POST /v1/request-landing \
+    --until-status 200 --timeout 100ms --within 10s`,
+		Args: cobra.ExactArgs(1),
 	}
 	out := addOutputFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -254,18 +262,34 @@ func newDevRequestCommand(dir *string) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		resp, err := st.Request(cmd.Context(), from, to, method, args[0], timeout)
+		if untilStatus == 0 {
+			resp, err := st.Request(cmd.Context(), from, to, method, args[0], timeout)
+			if err != nil {
+				return err
+			}
+			return out.render(cmd.OutOrStdout(), resp, func(w io.Writer) {
+				fmt.Fprintf(w, "%s %s %s -> %s: %s\n", from, method, args[0], to, resp.Verdict())
+			})
+		}
+		resp, attempts, took, err := st.RequestUntil(cmd.Context(), from, to, method, args[0], timeout, untilStatus, within)
 		if err != nil {
 			return err
 		}
-		return out.render(cmd.OutOrStdout(), resp, func(w io.Writer) {
-			fmt.Fprintf(w, "%s %s %s -> %s: %s\n", from, method, args[0], to, resp.Verdict())
+		view := struct {
+			playground.Response
+			Attempts int   `json:"attempts"`
+			TookMS   int64 `json:"tookMs"`
+		}{resp, attempts, took.Milliseconds()}
+		return out.render(cmd.OutOrStdout(), view, func(w io.Writer) {
+			fmt.Fprintf(w, "%s %s %s -> %s: %s (after %d requests, %s)\n", from, method, args[0], to, resp.Verdict(), attempts, took.Round(time.Millisecond))
 		})
 	}
 	cmd.Flags().StringVar(&from, "from", "", "source endpoint: NAME, or CLUSTER/NAME in a mesh")
 	cmd.Flags().StringVar(&to, "to", "", "destination endpoint: NAME, or CLUSTER/NAME in a mesh")
 	cmd.Flags().StringVarP(&method, "request", "X", "GET", "HTTP method")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for a connection and an answer")
+	cmd.Flags().IntVar(&untilStatus, "until-status", 0, "repeat the request until the answer has this HTTP status")
+	cmd.Flags().DurationVar(&within, "within", 10*time.Second, "with --until-status: give up after this long")
 	_ = cmd.MarkFlagRequired("from")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd

@@ -135,3 +135,31 @@ func (s *State) Request(ctx context.Context, from, to, method, path string, time
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return Response{Status: resp.StatusCode, Body: string(body)}, nil
 }
+
+// RequestUntil repeats Request, each attempt with timeout, until the answer has status want or
+// within has passed. It returns the last answer, how many requests it sent and how long it took
+// to get the wanted answer; an error if it did not get it.
+func (s *State) RequestUntil(ctx context.Context, from, to, method, path string, timeout time.Duration, want int, within time.Duration) (Response, int, time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for attempts := 1; ; attempts++ {
+		r, err := s.Request(ctx, from, to, method, path, timeout)
+		if err != nil {
+			return r, attempts, time.Since(start), err
+		}
+		if r.Status == want {
+			return r, attempts, time.Since(start), nil
+		}
+		if !r.Dropped {
+			// An answer or a refusal comes back at once: do not spin.
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			return r, attempts, time.Since(start), fmt.Errorf("%s %s %s -> %s: no %d within %s (%d requests, last: %s)", from, method, path, to, want, within, attempts, r.Verdict())
+		}
+	}
+}
