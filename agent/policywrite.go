@@ -32,6 +32,7 @@ func (a *Agent) regenerate(eps []*endpoint) []error {
 	if len(eps) == 0 {
 		return nil
 	}
+	passStart := time.Now()
 	errs := make([]error, len(eps))
 	regens := make([]*regeneration, len(eps))
 	spent := make([]time.Duration, len(eps))
@@ -46,8 +47,11 @@ func (a *Agent) regenerate(eps []*endpoint) []error {
 	}
 	start := time.Now()
 	pending := batch.Pending()
-	_, revokeErr := batch.RevokeFlows()
-	revokeShare := time.Since(start) / time.Duration(len(eps))
+	flowsCut, revokeErr := batch.RevokeFlows()
+	revokeTook := time.Since(start)
+	revokeShare := revokeTook / time.Duration(len(eps))
+	var changed int
+	var revision uint64
 	for i, r := range regens {
 		switch {
 		case r == nil:
@@ -62,9 +66,15 @@ func (a *Agent) regenerate(eps []*endpoint) []error {
 			outcome = "failed"
 		case r != nil && r.changed:
 			outcome = "applied"
+			changed++
+			revision = max(revision, r.revision)
 		}
 		a.metrics.regenerations.WithLabelValues(outcome).Inc()
 		a.metrics.regenerationTime.Observe((spent[i] + revokeShare).Seconds())
+	}
+	if changed > 0 {
+		a.log.Info("endpoint policies enforced", "revision", revision, "endpoints", len(eps), "changed", changed,
+			"flows_cut", flowsCut, "took", time.Since(passStart).Round(time.Microsecond), "revoke_took", revokeTook.Round(time.Microsecond))
 	}
 	return errs
 }

@@ -62,7 +62,9 @@ func readInstalled(inner *ebpf.Map, size int, wanted ...desiredPolicy) (map[data
 }
 
 // deleteBatch deletes keys from m in one syscall and returns the keys it deleted. A key that is not
-// there is skipped, as a single delete of it would be.
+// there is skipped, as a single delete of it would be. On another error the kernel may not have
+// reported how far it got, and the keys returned can include ones it never reached: a rollback
+// must restore values it knows, not assume what each key held.
 func deleteBatch[K any](m *ebpf.Map, keys []K) ([]K, error) {
 	deleted := make([]K, 0, len(keys))
 	for len(keys) > 0 {
@@ -81,7 +83,8 @@ func deleteBatch[K any](m *ebpf.Map, keys []K) ([]K, error) {
 }
 
 // updateBatch writes keys and vals into m in one syscall, each key atomically and in order, and
-// returns how many it wrote.
+// returns how many it wrote (on an error possibly more than it reached, as for deleteBatch). Batch
+// updates take no BPF_NOEXIST, so a writer that must not overwrite reads first.
 func updateBatch[K, V any](m *ebpf.Map, keys []K, vals []V) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil

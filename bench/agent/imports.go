@@ -28,6 +28,11 @@ type importResult struct {
 	// trafficLag: per import and probe, first allowed connection minus the time the target's
 	// agent reported the new revision (negative: the kernel enforced it before the API said so).
 	trafficLag []time.Duration
+	// Where the time goes, per import and agent (from the agents' logs, see agentSteps): from the
+	// start of the CLI to the etcd commit; from the commit to the agent's policy engine having the
+	// new policies; from then until the agent's pass enforced them on its endpoints, and that
+	// pass's own duration; from then until the harness's poll saw the last of its endpoints.
+	toCommit, toApplied, toEnforced, pass, toSeen []time.Duration
 	// regenerations and regenSeconds: per import, summed over both agents, from their metrics;
 	// agentCPU: the CPU time both agent processes used per import (probes and polls included).
 	regenerations, regenSeconds, agentCPU []float64
@@ -82,6 +87,12 @@ func (b *bench) importRound(ctx context.Context, res *importResult, commits <-ch
 	cpuBefore, err := b.agentCPU()
 	if err != nil {
 		return err
+	}
+	offsets := make([]int64, len(b.agents))
+	for n, a := range b.agents {
+		if offsets[n], err = a.logOffset(); err != nil {
+			return err
+		}
 	}
 	for len(commits) > 0 {
 		<-commits
@@ -148,6 +159,23 @@ func (b *bench) importRound(ctx context.Context, res *importResult, commits <-ch
 		}
 	}
 	res.lastEndpoint = append(res.lastEndpoint, last)
+	res.toCommit = append(res.toCommit, commit.Sub(start))
+	for n, a := range b.agents {
+		steps, err := a.importSteps(offsets[n])
+		if err != nil {
+			return err
+		}
+		var lastSeen time.Time
+		for _, at := range seen[n] {
+			if at.After(lastSeen) {
+				lastSeen = at
+			}
+		}
+		res.toApplied = append(res.toApplied, steps.applied.Sub(commit))
+		res.toEnforced = append(res.toEnforced, steps.enforced.Sub(steps.applied))
+		res.pass = append(res.pass, steps.pass)
+		res.toSeen = append(res.toSeen, lastSeen.Sub(steps.enforced))
+	}
 	for p, pair := range pairs {
 		res.traffic = append(res.traffic, connected[p].Sub(start))
 		n := b.agentIndex(pair.to.agent)
