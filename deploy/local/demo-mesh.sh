@@ -46,11 +46,9 @@ dev endpoint add xwing --node c2n2 --labels org=alliance,class=xwing
 dev endpoint add tiefighter --node c3n1 --labels org=empire,class=tiefighter
 dev status
 echo "(the identity's upper bits are the cluster ID: cluster2's tiefighter and cluster3's differ)"
+# The deathstars' servers start in the background: wait until both answer.
 for ds in deathstar-1 deathstar-2; do
-  for _ in $(seq 50); do
-    verdict cluster2/tiefighter "$ds" GET /v1/ | grep -q '^200' && break
-    sleep 0.2
-  done
+  dev request --from cluster2/tiefighter --to "$ds" /v1/ --until-status 200 --timeout 1s --within 10s >/dev/null
 done
 
 # The rows of examples/multicluster/README.md, against each deathstar.
