@@ -170,6 +170,20 @@ func Load(dir string) (*State, error) {
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, fmt.Errorf("playground state %s: %w", statePath(dir), err)
 	}
+	if len(s.Clusters) == 0 {
+		// Written before playgrounds had several clusters: one cluster at the top level. Read it
+		// so that `dev down` of a newer binary still stops its daemons.
+		var old struct {
+			Cluster   string      `json:"cluster"`
+			ClusterID uint32      `json:"clusterID"`
+			Etcd      Process     `json:"etcd"`
+			Nodes     []NodeState `json:"nodes"`
+		}
+		if err := json.Unmarshal(raw, &old); err == nil && (old.Etcd.PID != 0 || len(old.Nodes) > 0) {
+			s.Clusters = []ClusterState{{Name: old.Cluster, ID: old.ClusterID, Etcd: old.Etcd, Nodes: old.Nodes,
+				EtcdSocket: filepath.Join(dir, "etcd.sock")}}
+		}
+	}
 	return &s, nil
 }
 

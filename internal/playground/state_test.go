@@ -154,3 +154,21 @@ func TestLock_SecondHolderWaitsForTheFirst(t *testing.T) {
 		t.Fatal("the second lock was not granted after the first was released")
 	}
 }
+
+func TestLoad_ReadsASingleClusterStateOfOlderVersions(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"dir":"` + dir + `","cluster":"playground","clusterID":1,"nsPrefix":"pdev-abc-",
+		"etcd":{"pid":101,"log":"e.log"},
+		"nodes":[{"name":"node1","pinDir":"/sys/fs/bpf/pdev-abc-node1","agent":{"pid":102}}],"endpoints":[]}`
+	if err := os.WriteFile(statePath(dir), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Clusters) != 1 || s.Clusters[0].Etcd.PID != 101 || len(s.Nodes()) != 1 || s.Nodes()[0].Agent.PID != 102 ||
+		s.KvstoreEndpoint() != "unix://"+dir+"/etcd.sock" {
+		t.Fatalf("older state read as %+v", s)
+	}
+}
