@@ -15,6 +15,7 @@ import (
 	apiv1 "github.com/palisade-mesh/palisade/api/v1"
 	"github.com/palisade-mesh/palisade/certs"
 	"github.com/palisade-mesh/palisade/certs/meshtls"
+	"github.com/palisade-mesh/palisade/kvstore"
 )
 
 func TestLimits_RateLimitPerClientCluster(t *testing.T) {
@@ -91,24 +92,74 @@ func TestLimits_WatchStreamsPerClientCluster(t *testing.T) {
 	}
 }
 
+// smallWindowClient dials with fixed 64 KiB flow-control windows (no BDP growth), as a client
+// that stops reading would leave them: the server's sends block after a few tens of KiB.
+func smallWindowClient(t *testing.T, srv *Server, p *testPKI, cluster string) apiv1.MeshClient {
+	t.Helper()
+	cfg, err := meshtls.ClientConfig(p.source(t, p.ca, cluster, certs.RoleAgent), meshtls.ClientOptions{ServerCluster: servedCluster})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithPerRPCCredentials(bearer(p.token(t, cluster))), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return apiv1.NewMeshClient(conn)
+}
+
+// putBigNodes writes n nodes of about 17 KB each.
+func putBigNodes(t *testing.T, kv *kvstore.Client, n int) {
+	ips := make([]string, 1000)
+	for i := range ips {
+		ips[i] = fmt.Sprintf("192.168.%d.%d", i/250, i%250+1)
+	}
+	for i := range n {
+		putJSON(t, kv, fmt.Sprintf("%snode%03d", nodesPrefix, i), map[string]any{"name": fmt.Sprintf("node%03d", i), "ips": ips, "podCIDRs": []string{"10.0.0.0/24"}})
+	}
+}
+
+func TestLimits_InitialSyncsAtOnceAreBounded(t *testing.T) {
+	kv := startEtcd(t)
+	putBigNodes(t, kv, 40) // 700 KB: more than flow control lets through to a client not reading
+	p := newPKI(t)
+	srv := startServer(t, kv, p, func(o *Options) { o.MaxConcurrentSyncs = 1 })
+
+	// A client that never reads holds the only slot while its initial state is being sent.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := smallWindowClient(t, srv, p, "cluster2").Watch(ctx, &apiv1.MeshWatchRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waiting := openWatch(t, dial(t, srv, p.source(t, p.ca, "cluster3", certs.RoleAgent), p.token(t, "cluster3")), &apiv1.MeshWatchRequest{})
+	got := make(chan error, 1)
+	go func() {
+		_, err := waiting.stream.Recv()
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("second stream got its initial state while the only slot was held (err %v)", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	cancel() // the first client goes away: its slot is free
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("second stream still waiting after the first one ended")
+	}
+}
+
 func TestLimits_SlowClientIsDisconnectedAndItsQueueFreed(t *testing.T) {
 	kv := startEtcd(t)
 	p := newPKI(t)
 	const queue, nodes = 50, 120
 	srv := startServer(t, kv, p, func(o *Options) { o.SendQueueLength = queue })
-	// Fixed small windows (no BDP growth), as a client that stops reading would leave them: the
-	// server's sends block after a few tens of KiB.
-	cfg, err := meshtls.ClientConfig(p.source(t, p.ca, "cluster2", certs.RoleAgent), meshtls.ClientOptions{ServerCluster: servedCluster})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithPerRPCCredentials(bearer(p.token(t, "cluster2"))), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	slow := openWatch(t, apiv1.NewMeshClient(conn), &apiv1.MeshWatchRequest{})
+	slow := openWatch(t, smallWindowClient(t, srv, p, "cluster2"), &apiv1.MeshWatchRequest{})
 	slow.recvUntil("synced", waitFor, func(m *mirror) bool { return m.synced })
 	// A well-behaved client on another connection must not be affected.
 	good := openWatch(t, dial(t, srv, p.source(t, p.ca, "cluster3", certs.RoleAgent), p.token(t, "cluster3")), &apiv1.MeshWatchRequest{})
@@ -127,13 +178,7 @@ func TestLimits_SlowClientIsDisconnectedAndItsQueueFreed(t *testing.T) {
 	}()
 
 	// The slow client stops reading; nodes with many addresses make large changes.
-	ips := make([]string, 1000)
-	for i := range ips {
-		ips[i] = fmt.Sprintf("192.168.%d.%d", i/250, i%250+1)
-	}
-	for i := range nodes {
-		putJSON(t, kv, fmt.Sprintf("%snode%03d", nodesPrefix, i), map[string]any{"name": fmt.Sprintf("node%03d", i), "ips": ips, "podCIDRs": []string{"10.0.0.0/24"}})
-	}
+	putBigNodes(t, kv, nodes)
 	deadline := time.Now().Add(waitFor)
 	for counterValue(srv.metrics.slowDisconnect) < 1 {
 		if time.Now().After(deadline) {
@@ -164,7 +209,7 @@ func TestLimits_SlowClientIsDisconnectedAndItsQueueFreed(t *testing.T) {
 	}
 
 	// When the slow client reads again it finds what was buffered, then the reason.
-	err = slow.recvErr(waitFor)
+	err := slow.recvErr(waitFor)
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "client too slow") {
 		t.Fatalf("slow client: %v, want ResourceExhausted \"client too slow\"", err)
 	}

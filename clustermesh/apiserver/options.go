@@ -45,6 +45,10 @@ type Options struct {
 	// falls further behind is disconnected. It bounds the server's memory per stream. Default
 	// 8192.
 	SendQueueLength int
+	// MaxConcurrentSyncs bounds the streams sending their initial state at once; more wait their
+	// turn. Each holds a list of the objects it selects until they are sent, so this bounds the
+	// server's memory when many agents (re)connect together. Default 64.
+	MaxConcurrentSyncs int
 	// MaxChangesPerResponse and MaxResponseBytes bound one MeshWatchResponse. Defaults 1000 and
 	// 1 MiB (a client's default receive limit is 4 MiB).
 	MaxChangesPerResponse int
@@ -77,6 +81,7 @@ const (
 	DefaultRateBurst             = 40
 	DefaultMaxStreamsPerCluster  = 1024
 	DefaultSendQueueLength       = 8192
+	DefaultMaxConcurrentSyncs    = 64
 	DefaultMaxChangesPerResponse = 1000
 	DefaultMaxResponseBytes      = 1 << 20
 	DefaultHeartbeatInterval     = 10 * time.Second
@@ -101,6 +106,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SendQueueLength <= 0 {
 		o.SendQueueLength = DefaultSendQueueLength
+	}
+	if o.MaxConcurrentSyncs <= 0 {
+		o.MaxConcurrentSyncs = DefaultMaxConcurrentSyncs
 	}
 	if o.MaxChangesPerResponse <= 0 {
 		o.MaxChangesPerResponse = DefaultMaxChangesPerResponse

@@ -58,13 +58,14 @@ type Server struct {
 	grpc    *grpc.Server
 
 	// ctx ends the server: Close, or the end of Run's context. Streams end with it.
-	ctx     context.Context
-	cancel  context.CancelFunc
-	mu      sync.Mutex // guards running and closed
-	running bool
-	closed  bool
-	runDone chan struct{}  // closed when Run returns
-	senders sync.WaitGroup // stream sender goroutines
+	ctx       context.Context
+	cancel    context.CancelFunc
+	mu        sync.Mutex // guards running and closed
+	running   bool
+	closed    bool
+	runDone   chan struct{}  // closed when Run returns
+	senders   sync.WaitGroup // stream sender goroutines
+	syncSlots chan struct{}  // one per stream sending its initial state
 
 	heartbeat atomic.Pointer[time.Time] // last heartbeat written
 	gcLeader  atomic.Bool
@@ -101,15 +102,16 @@ func New(ctx context.Context, kv *kvstore.Client, opts Options) (*Server, error)
 		return nil, fmt.Errorf("mesh API server: listen: %w", err)
 	}
 	s := &Server{
-		kv:      kv,
-		opts:    opts,
-		cluster: cluster,
-		log:     log,
-		metrics: m,
-		limits:  newLimits(opts),
-		view:    newView(log),
-		ln:      ln,
-		runDone: make(chan struct{}),
+		kv:        kv,
+		opts:      opts,
+		cluster:   cluster,
+		log:       log,
+		metrics:   m,
+		limits:    newLimits(opts),
+		view:      newView(log),
+		ln:        ln,
+		runDone:   make(chan struct{}),
+		syncSlots: make(chan struct{}, opts.MaxConcurrentSyncs),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.grpc = grpc.NewServer(
@@ -308,6 +310,19 @@ func (s *Server) Watch(req *apiv1.MeshWatchRequest, stream grpc.ServerStreamingS
 		return err
 	}
 
+	// A stream's initial state is a list of every object it selects, held until sent: bounding
+	// the streams that hold one bounds that memory when many clients (re)connect at once.
+	select {
+	case s.syncSlots <- struct{}{}:
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-s.ctx.Done():
+		return status.Error(codes.Unavailable, "mesh API server is shutting down")
+	}
+	var releaseOnce sync.Once
+	releaseSlot := func() { releaseOnce.Do(func() { <-s.syncSlots }) }
+	defer releaseSlot()
+
 	sub := newSubscriber(kinds, selectors, s.opts.SendQueueLength)
 	snapshot := s.view.subscribe(sub)
 	defer s.view.unsubscribe(sub)
@@ -321,7 +336,7 @@ func (s *Server) Watch(req *apiv1.MeshWatchRequest, stream grpc.ServerStreamingS
 	s.senders.Add(1)
 	go func() {
 		defer s.senders.Done()
-		sent <- s.send(ctx, stream, sub, snapshot)
+		sent <- s.send(ctx, stream, sub, snapshot, releaseSlot)
 	}()
 	select {
 	case err := <-sent:
@@ -336,14 +351,15 @@ func (s *Server) Watch(req *apiv1.MeshWatchRequest, stream grpc.ServerStreamingS
 }
 
 // send writes the snapshot, the sync marker and then the queued changes to stream until the
-// stream or the server ends.
-func (s *Server) send(ctx context.Context, stream grpc.ServerStreamingServer[apiv1.MeshWatchResponse], sub *subscriber, snapshot []*change) error {
+// stream or the server ends. synced is called once the initial state is sent.
+func (s *Server) send(ctx context.Context, stream grpc.ServerStreamingServer[apiv1.MeshWatchResponse], sub *subscriber, snapshot []*change, synced func()) error {
 	if err := s.sendBatches(stream, snapshot); err != nil {
 		return err
 	}
 	if err := stream.Send(&apiv1.MeshWatchResponse{SyncDone: true}); err != nil {
 		return err
 	}
+	synced()
 	for {
 		select {
 		case <-sub.notify:

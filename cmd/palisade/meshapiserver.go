@@ -82,6 +82,7 @@ See docs/clustermesh.md and docs/clustermesh-security.md.`,
 	fs.IntVar(&opts.RateBurst, "rate-burst", apiserver.DefaultRateBurst, "calls one client cluster may make at once")
 	fs.IntVar(&opts.MaxStreamsPerCluster, "max-streams-per-cluster", apiserver.DefaultMaxStreamsPerCluster, "concurrent Watch streams one client cluster may hold")
 	fs.IntVar(&opts.SendQueueLength, "send-queue-length", apiserver.DefaultSendQueueLength, "changes that may wait for one Watch stream before its client is disconnected as too slow")
+	fs.IntVar(&opts.MaxConcurrentSyncs, "max-concurrent-syncs", apiserver.DefaultMaxConcurrentSyncs, "Watch streams that may receive their initial state at once (bounds memory when many agents reconnect)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9963)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	kvf = addKvstoreFlags(fs)
