@@ -281,7 +281,11 @@ within --timeout. With --until-status it repeats the request until the answer ha
 			TookMS   int64 `json:"tookMs"`
 		}{resp, attempts, took.Milliseconds()}
 		return out.render(cmd.OutOrStdout(), view, func(w io.Writer) {
-			fmt.Fprintf(w, "%s %s %s -> %s: %s (after %d requests, %s)\n", from, method, args[0], to, resp.Verdict(), attempts, took.Round(time.Millisecond))
+			requests := "requests"
+			if attempts == 1 {
+				requests = "request"
+			}
+			fmt.Fprintf(w, "%s %s %s -> %s: %s (after %d %s, %s)\n", from, method, args[0], to, resp.Verdict(), attempts, requests, took.Round(time.Millisecond))
 		})
 	}
 	cmd.Flags().StringVar(&from, "from", "", "source endpoint: NAME, or CLUSTER/NAME in a mesh")
