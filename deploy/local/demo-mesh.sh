@@ -35,7 +35,6 @@ verdict() {
 ms_now() { date +%s%3N; }
 
 step "Start three clusters of two nodes: per cluster an etcd and a mesh API server, one agent per node"
-echo "one mesh CA, a cluster directory per cluster (certificates, token signing key), every pair connected"
 dev up --clusters 3 --nodes 2
 
 step "Run the workloads: a deathstar on both nodes of cluster1, a tiefighter and an xwing in cluster2, a tiefighter in cluster3"
