@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -17,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
 
 	"github.com/palisade-mesh/palisade/certs/meshtls"
 	"github.com/palisade-mesh/palisade/certs/token"
@@ -27,6 +31,7 @@ import (
 // meshAPIServerFlags are the flags of `palisade mesh-apiserver` that are not server options as
 // they are.
 type meshAPIServerFlags struct {
+	configFile                string
 	caFile, certFile, keyFile string
 	signingKeys               []string
 	revocations               string
@@ -55,6 +60,16 @@ See docs/clustermesh.md and docs/clustermesh-security.md.`,
       --signing-key cluster1/signing.key --revocations cluster1/revoked`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.configFile != "" {
+				if err := applyFlagFile(cmd.Flags(), f.configFile); err != nil {
+					return err
+				}
+			}
+			for _, name := range []string{"cluster-name", "cluster-id", "ca-file", "cert-file", "key-file", "signing-key"} {
+				if !cmd.Flags().Changed(name) {
+					return fmt.Errorf("--%s is required (on the command line or in --config)", name)
+				}
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
@@ -86,9 +101,7 @@ See docs/clustermesh.md and docs/clustermesh-security.md.`,
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9963)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	kvf = addKvstoreFlags(fs)
-	for _, name := range []string{"cluster-name", "cluster-id", "ca-file", "cert-file", "key-file", "signing-key"} {
-		_ = cmd.MarkFlagRequired(name)
-	}
+	fs.StringVar(&f.configFile, "config", "", "YAML file of flag values (cluster-name: cluster1, signing-key: [a.key, b.key], ...); flags on the command line win")
 	return cmd
 }
 
@@ -156,4 +169,36 @@ func startMetricsServer(addr string, reg *prometheus.Registry, log *slog.Logger)
 		}
 	}()
 	return ms, nil
+}
+
+// applyFlagFile sets the flags named in a YAML file (keys are flag names without dashes) that
+// were not given on the command line. Unknown keys are errors, so a typo is not ignored.
+func applyFlagFile(fs *pflag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(data, &values); err != nil {
+		return fmt.Errorf("--config %s: %w", path, err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(values)) {
+		fl := fs.Lookup(name)
+		if fl == nil || name == "config" {
+			return fmt.Errorf("--config %s: unknown setting %q (keys are the command's flag names)", path, name)
+		}
+		if fl.Changed {
+			continue // the command line wins
+		}
+		items, isList := values[name].([]any)
+		if !isList {
+			items = []any{values[name]}
+		}
+		for _, v := range items {
+			if err := fs.Set(name, fmt.Sprint(v)); err != nil {
+				return fmt.Errorf("--config %s: %s: %w", path, name, err)
+			}
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,5 +104,51 @@ func TestMeshAPIServerCommand_ServesAndWritesHeartbeat(t *testing.T) {
 	cfg, found, err := identity.GetClusterConfig(context.Background(), kv)
 	if err != nil || !found || cfg.Name != "cluster1" || cfg.ID != 3 {
 		t.Fatalf("cluster config recorded = %+v, %v, %v", cfg, found, err)
+	}
+}
+
+func TestMeshAPIServerCommand_ConfigFile(t *testing.T) {
+	srv := etcdtest.Start(t)
+	kv := etcdtest.NewClient(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := identity.EnsureClusterConfig(ctx, kv, identity.ClusterConfig{Name: "cluster1", ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The generated flags, as a config file.
+	var lines []string
+	for _, a := range meshAPIServerArgs(t, srv.Endpoints()[0])[1:] {
+		name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if name == "signing-key" {
+			lines = append(lines, name+": ["+value+"]")
+			continue
+		}
+		lines = append(lines, name+": "+value)
+	}
+	dir := t.TempDir()
+	write := func(name string, extra ...string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(strings.Join(append(append([]string(nil), lines...), extra...), "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"command line wins", []string{"--config", write("a.yaml", "cluster-name: cluster1", "cluster-id: 1"), "--cluster-id=7"},
+			`holds cluster "cluster1" with ID 1, but this server is configured for cluster "cluster1" with ID 7`},
+		{"unknown key", []string{"--config", write("b.yaml", "cluster-nmae: cluster1")}, `unknown setting "cluster-nmae"`},
+		{"bad value", []string{"--config", write("c.yaml", "cluster-name: cluster1", "cluster-id: many")}, "cluster-id"},
+		{"required", []string{"--config", write("d.yaml")}, "--cluster-name is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runPalisade(t, append([]string{"mesh-apiserver"}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("mesh-apiserver = %v (%s), want an error containing %q", err, out, tc.want)
+			}
+		})
 	}
 }
