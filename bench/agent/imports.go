@@ -33,6 +33,7 @@ type importResult struct {
 	// new policies; from then until the agent's pass enforced them on its endpoints, and that
 	// pass's own duration; from then until the harness's poll saw the last of its endpoints.
 	toCommit, toApplied, toEnforced, pass, toSeen []time.Duration
+	noBreakdown                                   error // why some imports have no breakdown
 	// regenerations and regenSeconds: per import, summed over both agents, from their metrics;
 	// agentCPU: the CPU time both agent processes used per import (probes and polls included).
 	regenerations, regenSeconds, agentCPU []float64
@@ -163,7 +164,9 @@ func (b *bench) importRound(ctx context.Context, res *importResult, commits <-ch
 	for n, a := range b.agents {
 		steps, err := a.importSteps(offsets[n])
 		if err != nil {
-			return err
+			// An agent built before it logged its passes (-palisade): no breakdown.
+			res.noBreakdown = err
+			continue
 		}
 		var lastSeen time.Time
 		for _, at := range seen[n] {

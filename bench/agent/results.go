@@ -31,6 +31,9 @@ func (r results) print(w io.Writer, cfg config) {
 		r.worldImports.print(w)
 	}
 
+	if cfg.importsOnly {
+		return
+	}
 	fmt.Fprintf(w, "\n2. endpoint create to first allowed connection: %d endpoints, connection tried every %s\n\n", len(r.creates.total), cfg.probeInterval)
 	r.creates.print(w)
 
@@ -46,15 +49,20 @@ func (r importResult) print(w io.Writer) {
 	durationRow(w, "per import, until the last endpoint", r.lastEndpoint, "")
 	durationRow(w, "per import, `palisade policy import` run time", r.cli, "")
 	durationRow(w, "of which: CLI start to etcd commit (per import)", r.toCommit, "")
-	durationRow(w, "of which: commit to the agent's engine having the policies (watch, same-revision window, engine)", r.toApplied, "")
-	durationRow(w, "of which: engine to every endpoint enforcing them (regeneration pass, per agent)", r.toEnforced, "")
-	durationRow(w, "the regeneration pass itself (per agent)", r.pass, "")
-	durationRow(w, "of which: enforced to seen by the harness's poll (per agent)", r.toSeen, "")
+	if len(r.toApplied) > 0 {
+		durationRow(w, "of which: commit to the agent's engine having the policies (watch, same-revision window, engine)", r.toApplied, "")
+		durationRow(w, "of which: engine to every endpoint enforcing them (regeneration pass, per agent)", r.toEnforced, "")
+		durationRow(w, "the regeneration pass itself (per agent)", r.pass, "")
+		durationRow(w, "of which: enforced to seen by the harness's poll (per agent)", r.toSeen, "")
+	}
 	durationRow(w, "first connection on the newly allowed port (2 per import)", r.traffic, "")
 	durationRow(w, "that connection minus the target's reported revision", r.trafficLag, "")
 	numberRow(w, "endpoint regenerations per import (both agents)", r.regenerations, "%.0f")
 	numberRow(w, "regeneration time per import, ms (both agents)", scale(r.regenSeconds, 1000), "%.1f")
 	numberRow(w, "agents' CPU time per import, ms (both, incl. serving the polls)", scale(r.agentCPU, 1000), "%.0f")
+	if r.noBreakdown != nil {
+		fmt.Fprintf(w, "\n(no breakdown for %d of %d agent imports: %v)\n", r.imports*2-len(r.toApplied), r.imports*2, r.noBreakdown)
+	}
 }
 
 func (r createResult) print(w io.Writer) {
