@@ -45,7 +45,8 @@
 // both sides or RST closes a flow (it expires after the closing timeout); any bare SYN is evaluated
 // against the policy again, so a reused 5-tuple never rides on an old verdict. Policy changes
 // through ReplacePolicy and ApplyPolicyDelta cut established flows the new policy no longer allows
-// (their entries are deleted, and their next packet is dropped as "no conntrack").
+// (their entries are deleted, and their next packet is dropped as "no conntrack"); a [PolicyBatch]
+// does the same for many endpoints with one pass over the table.
 //
 // # Pinning and restarts
 //
