@@ -229,6 +229,33 @@ func (c *Cluster) PutEndpoint(prefix string, id identity.ID, node string) {
 	c.put(ipcacheKey(prefix), map[string]any{"identity": uint32(id), "hostIP": "192.168.0.1", "node": node, "endpointID": 1})
 }
 
+// PutEndpoints writes many ipcache entries (prefix -> identity) on node, a hundred per etcd
+// transaction.
+func (c *Cluster) PutEndpoints(entries map[string]identity.ID, node string) {
+	c.t.Helper()
+	ops := make([]kvstore.Op, 0, 100)
+	flush := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := c.KV.Txn(ctx, nil, ops, nil); err != nil {
+			c.t.Fatal(err)
+		}
+		ops = ops[:0]
+	}
+	for prefix, id := range entries {
+		raw, err := json.Marshal(map[string]any{"identity": uint32(id), "hostIP": "192.168.0.1", "node": node, "endpointID": 1})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if ops = append(ops, kvstore.OpPut(ipcacheKey(prefix), raw, kvstore.NoLease)); len(ops) == cap(ops) {
+			flush()
+		}
+	}
+	if len(ops) > 0 {
+		flush()
+	}
+}
+
 // DeleteEndpoint removes the ipcache entry of prefix.
 func (c *Cluster) DeleteEndpoint(prefix string) { c.del(ipcacheKey(prefix)) }
 
