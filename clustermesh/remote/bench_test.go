@@ -164,7 +164,6 @@ func pct(ds []time.Duration, p int) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-
 // syncWaiter is a consumer that keeps nothing: the client's own view is what is measured.
 type syncWaiter struct {
 	synced chan struct{}
