@@ -150,7 +150,6 @@ func (m *clusterMesh) scan(ctx context.Context) {
 	for name, rc := range m.remotes {
 		if _, ok := files[name]; !ok {
 			gone = append(gone, rc)
-			delete(m.remotes, name)
 		}
 	}
 	m.mu.Unlock()
@@ -334,7 +333,9 @@ func (rc *remoteCluster) holdsClaim() bool {
 	return st.Connected || st.Identities+st.IPCache+st.Nodes > 0
 }
 
-// remove stops a remote cluster whose file went away and withdraws everything it imported.
+// remove stops a remote cluster whose file went away and withdraws everything it imported. It
+// stays known (and keeps its claim on its name and ID) until its entries are gone, so another
+// cluster with the same ID cannot import identities that the withdrawal would then delete.
 func (m *clusterMesh) remove(rc *remoteCluster) {
 	m.mu.Lock()
 	stop, done := rc.stop, rc.done
@@ -344,6 +345,11 @@ func (m *clusterMesh) remove(rc *remoteCluster) {
 		<-done
 	}
 	m.withdraw(rc)
+	m.mu.Lock()
+	if m.remotes[rc.name] == rc {
+		delete(m.remotes, rc.name)
+	}
+	m.mu.Unlock()
 	m.opts.log.Info("remote cluster removed; its entries are withdrawn", "cluster", rc.name)
 }
 
