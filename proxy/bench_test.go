@@ -6,13 +6,18 @@ import (
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/palisade-mesh/palisade/monitor"
 )
 
 // BenchmarkHTTP_KeepAlive measures one keep-alive connection's request/response round trip on
 // loopback, direct to the server and through the proxy with an allow rule (the proxy's own cost,
 // without the datapath's redirect; bench/proxy measures the whole path).
 func BenchmarkHTTP_KeepAlive(b *testing.B) {
-	tp, up := newStarwarsProxy(b, Options{})
+	// The access log goes to a monitor hub as in the agent (collecting every event in the test's
+	// slice would make the benchmark measure that slice's growth).
+	hub := monitor.NewHub()
+	tp, up := newStarwarsProxy(b, Options{Publish: hub.Publish})
 	for _, target := range []struct{ name, addr, src string }{
 		{"direct", up.addr, "127.0.0.11"},
 		{"proxy", tp.ln.Addr().String(), "127.0.0.11"},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -257,16 +258,17 @@ func (ep *Endpoint) putUpstream(u *upstream) {
 
 // clientConn is one redirected connection.
 type clientConn struct {
-	ep       *Endpoint
-	conn     net.Conn
-	origDst  string
-	dport    uint16
-	srcID    uint32
-	src, dst string
+	ep      *Endpoint
+	conn    net.Conn
+	origDst string
+	dport   uint16
+	srcID   uint32
+	// The connection's addresses as the access log shows them, converted once per connection.
+	srcAddr, dstAddr netip.AddrPort
 }
 
 func newClientConn(ep *Endpoint, c net.Conn) *clientConn {
-	cc := &clientConn{ep: ep, conn: c, origDst: c.LocalAddr().String(), src: c.RemoteAddr().String(), dst: c.LocalAddr().String()}
+	cc := &clientConn{ep: ep, conn: c, origDst: c.LocalAddr().String(), srcAddr: addrPort(c.RemoteAddr()), dstAddr: addrPort(c.LocalAddr())}
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		cc.dport = uint16(la.Port)
 	}

@@ -116,7 +116,9 @@ func newTestProxy(t testing.TB, opts Options, ms policy.MapState, upstream strin
 		id, ok := sourceAddrs[a]
 		return id, ok
 	}
-	opts.Publish = ev.publish
+	if opts.Publish == nil {
+		opts.Publish = ev.publish
+	}
 	p, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -58,6 +58,8 @@ type httpConn struct {
 	bw *bufio.Writer
 	up *upstream // upstream connection in use by this client, returned to the pool at the end
 	h2 bool      // served as HTTP/2 cleartext
+	// deadline: a read deadline is set on the client connection.
+	deadline bool
 }
 
 func (ep *Endpoint) serveHTTP(cc *clientConn) {
@@ -80,7 +82,7 @@ func (ep *Endpoint) serveHTTP(cc *clientConn) {
 		readerPool.Put(h.br)
 		writerPool.Put(h.bw)
 	}()
-	_ = cc.conn.SetReadDeadline(time.Now().Add(ep.p.opts.HeaderTimeout))
+	h.setReadDeadline(time.Now().Add(ep.p.opts.HeaderTimeout))
 	if isH2C(h.br) {
 		h.h2 = true
 		h.serveH2C()
@@ -99,13 +101,17 @@ func (h *httpConn) serveOne() bool {
 			return false
 		}
 	}
+	// Deadlines are runtime timers: set only those a read can run into. The common request
+	// arrives whole, so after the idle wait its header is parsed from the buffer without reading.
 	if h.br.Buffered() == 0 {
-		_ = h.conn.SetReadDeadline(time.Now().Add(opts.IdleTimeout))
+		h.setReadDeadline(time.Now().Add(opts.IdleTimeout))
 		if _, err := h.br.Peek(1); err != nil {
 			return false
 		}
 	}
-	_ = h.conn.SetReadDeadline(time.Now().Add(opts.HeaderTimeout))
+	if !h.headerBuffered() {
+		h.setReadDeadline(time.Now().Add(opts.HeaderTimeout))
+	}
 	h.lr.n = int64(opts.MaxHeaderBytes)
 	start := time.Now()
 	req, err := http.ReadRequest(h.br)
@@ -114,7 +120,11 @@ func (h *httpConn) serveOne() bool {
 		err = errHeaderTooLarge
 	}
 	h.lr.n = -1
-	_ = h.conn.SetReadDeadline(time.Time{})
+	if h.deadline && (err != nil || readsMore(req)) {
+		// Bodies and tunnels stream without a deadline; a bodiless request reads nothing more
+		// before the next one sets its own.
+		h.setReadDeadline(time.Time{})
+	}
 	if err == nil {
 		err = checkRequest(req)
 	}
@@ -136,6 +146,19 @@ func (h *httpConn) serveOne() bool {
 		return h.deny(req, start)
 	}
 	return h.forward(req, start)
+}
+
+// setReadDeadline sets the client connection's read deadline (zero: none) and remembers whether
+// one is set.
+func (h *httpConn) setReadDeadline(t time.Time) {
+	_ = h.conn.SetReadDeadline(t)
+	h.deadline = !t.IsZero()
+}
+
+// readsMore reports whether handling req reads from the client beyond its header: a body (to
+// forward or drain) or an upgrade's tunnel.
+func readsMore(req *http.Request) bool {
+	return req.Body != http.NoBody || req.Header.Get("Upgrade") != ""
 }
 
 // headerBuffered reports whether a whole request header is already buffered.
@@ -464,8 +487,8 @@ func (cc *clientConn) publish(verdict monitor.Verdict, reason string, l7 *monito
 		Reason:    reason,
 		Direction: "ingress",
 		Protocol:  "TCP",
-		Source:    monitor.Peer{Identity: cc.srcID, Addr: addrPort(cc.conn.RemoteAddr())},
-		Dest:      monitor.Peer{Identity: cc.ep.identity.Load(), Endpoint: uint16(cc.ep.id), Addr: addrPort(cc.conn.LocalAddr())},
+		Source:    monitor.Peer{Identity: cc.srcID, Addr: cc.srcAddr},
+		Dest:      monitor.Peer{Identity: cc.ep.identity.Load(), Endpoint: uint16(cc.ep.id), Addr: cc.dstAddr},
 		L7:        l7,
 	})
 }

@@ -387,6 +387,43 @@ func TestHTTP_HeaderFloodAndSlowloris(t *testing.T) {
 	}
 }
 
+// The proxy sets read deadlines only where a read can run into them: a slow header on a kept-alive
+// connection still times out, and a stale idle deadline never cuts a later body.
+func TestHTTP_DeadlinesOnKeptAliveConnection(t *testing.T) {
+	tp, _ := newStarwarsProxy(t, Options{HeaderTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	const landing = "POST /v1/request-landing HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n"
+
+	slow := tp.dialFrom(t, "127.0.0.11")
+	br := bufio.NewReader(slow)
+	if resp, _ := roundTrip(t, slow, br, landing); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	if _, err := io.WriteString(slow, "POST /v1/request-landing HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if resp, _ := readResponse(t, br, ""); resp.StatusCode != http.StatusRequestTimeout || time.Since(start) > 3*time.Second {
+		t.Fatalf("slow second header: %d after %v", resp.StatusCode, time.Since(start))
+	}
+
+	c := tp.dialFrom(t, "127.0.0.11")
+	br = bufio.NewReader(c)
+	if resp, _ := roundTrip(t, c, br, landing); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	// A body that takes longer than the idle timeout, sent in one write after the header.
+	if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n\r\nhe"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if _, err := io.WriteString(c, "llo"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := readResponse(t, br, ""); resp.StatusCode != http.StatusOK || body != "got 5 bytes\n" {
+		t.Fatalf("slow body after a bodiless request: %d %q", resp.StatusCode, body)
+	}
+}
+
 func TestHTTP_ClientClosesMidBody(t *testing.T) {
 	tp, _ := newStarwarsProxy(t, Options{})
 	c := tp.dialFrom(t, "127.0.0.11")
