@@ -233,6 +233,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.mesh.waitSynced(ctx); err != nil {
 		a.log.Warn("restoring endpoints before every remote cluster synced", "error", err)
 	}
+	a.routes.sourceSynced(routesFromMesh)
 	a.restoreEndpoints(ctx)
 
 	serveErr := make(chan error, 1)

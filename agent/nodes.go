@@ -34,7 +34,8 @@ func nodeKey(name string) string { return nodesPrefix + name }
 // agent can tell its own routes from the operator's and reconcile only those.
 const routeProtocol netlink.RouteProtocol = 0xb5
 
-// nodeRoutes keeps one route per other node's pod CIDR, through that node's address.
+// nodeRoutes keeps one route per other node's pod CIDR, through that node's address: the nodes of
+// this cluster (from its registry) and those of remote clusters (from the cluster mesh).
 type nodeRoutes struct {
 	self string
 	log  *slog.Logger
@@ -42,17 +43,37 @@ type nodeRoutes struct {
 	mu      sync.Mutex
 	desired map[netip.Prefix]netip.Addr // pod CIDR -> node address
 	byNode  map[string][]netip.Prefix
+	// synced holds the route sources that have told what they want since start-up. Until every
+	// one of routeSources has, reconcile adds routes but removes none: a restarted agent must not
+	// drop the routes of remote clusters just because the local registry listed first.
+	synced map[string]bool
 }
 
+// The sources of routes.
+const (
+	routesFromRegistry = "node registry"
+	routesFromMesh     = "cluster mesh"
+)
+
+var routeSources = []string{routesFromRegistry, routesFromMesh}
+
 func newNodeRoutes(self string, log *slog.Logger) *nodeRoutes {
-	return &nodeRoutes{self: self, log: log, desired: map[netip.Prefix]netip.Addr{}, byNode: map[string][]netip.Prefix{}}
+	return &nodeRoutes{self: self, log: log, desired: map[netip.Prefix]netip.Addr{}, byNode: map[string][]netip.Prefix{}, synced: map[string]bool{}}
+}
+
+// sourceSynced records that source has set every route it wants, and reconciles.
+func (r *nodeRoutes) sourceSynced(source string) {
+	r.mu.Lock()
+	r.synced[source] = true
+	r.mu.Unlock()
+	r.reconcile()
 }
 
 // handle applies one node registry event.
 func (r *nodeRoutes) handle(ev kvstore.Event) {
 	switch ev.Type {
 	case kvstore.EventSynced:
-		r.reconcile()
+		r.sourceSynced(routesFromRegistry)
 	case kvstore.EventUpsert:
 		var n NodeInfo
 		if err := json.Unmarshal(ev.Value, &n); err != nil {
@@ -114,11 +135,15 @@ func (r *nodeRoutes) removeNode(name string) {
 	delete(r.byNode, name)
 }
 
-// reconcile removes routes of ours that no registered node wants any more (nodes that left while
-// the agent was down) and re-adds missing ones.
+// reconcile re-adds missing routes and, once every source has synced, removes routes of ours that
+// no node wants any more (nodes that left while the agent was down).
 func (r *nodeRoutes) reconcile() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	prune := true
+	for _, src := range routeSources {
+		prune = prune && r.synced[src]
+	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		r.log.Warn("list pod CIDR routes", "error", err)
@@ -134,7 +159,7 @@ func (r *nodeRoutes) reconcile() {
 		}
 		ones, _ := rt.Dst.Mask.Size()
 		prefix := netip.PrefixFrom(p.Unmap(), ones)
-		if _, want := r.desired[prefix]; !want {
+		if _, want := r.desired[prefix]; !want && prune {
 			if err := netlink.RouteDel(&rt); err != nil {
 				r.log.Warn("delete stale pod CIDR route", "cidr", prefix, "error", err)
 			}
