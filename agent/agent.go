@@ -44,6 +44,7 @@ type Agent struct {
 	store   *stateStore
 	hub     *monitor.Hub
 	routes  *nodeRoutes
+	ipcache *clusterIPCache
 	policy  *policyState
 	mesh    *clusterMesh // remote clusters (clustermesh.go)
 	l7      *l7Proxy
@@ -117,6 +118,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.runCtx, a.stopRun = context.WithCancel(context.Background())
 	a.routes = newNodeRoutes(cfg.NodeName, log)
+	a.ipcache = newClusterIPCache()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	ok := false
@@ -235,6 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.routes.sourceSynced(routesFromMesh)
 	a.restoreEndpoints(ctx)
+	goFn("ipcache-prune", a.pruneIPCache)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -213,3 +213,13 @@ func (im *imported) counts() (ids, ips, nodes int) {
 	defer im.mu.Unlock()
 	return len(im.identities), len(im.ipcache), len(im.nodes)
 }
+
+// withoutPrefix runs fn unless a remote cluster holds p, with claims on p held off meanwhile (a
+// remote cluster claims a prefix before writing it to the datapath).
+func (m *clusterMesh) withoutPrefix(p netip.Prefix, fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, held := m.ipOwner[p]; !held {
+		fn()
+	}
+}
