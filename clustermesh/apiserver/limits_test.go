@@ -132,6 +132,15 @@ func TestLimits_InitialSyncsAtOnceAreBounded(t *testing.T) {
 	if _, err := smallWindowClient(t, srv, p, "cluster2").Watch(ctx, &apiv1.MeshWatchRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	// The call returns before the server runs the stream: wait until it holds the slot, or the
+	// second client may reach the server first and take it.
+	deadline := time.Now().Add(waitFor)
+	for len(srv.syncSlots) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first stream never took the initial-sync slot")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	waiting := openWatch(t, dial(t, srv, p.source(t, p.ca, "cluster3", certs.RoleAgent), p.token(t, "cluster3")), &apiv1.MeshWatchRequest{})
 	got := make(chan error, 1)
 	go func() {
