@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
 
 	"github.com/palisade-mesh/palisade/kvstore"
 )
@@ -27,7 +28,7 @@ type ClusterConfig struct {
 	Capabilities []string `json:"capabilities,omitempty"`
 }
 
-var clusterNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+var clusterNameRE = lazyRegexp(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // Layout returns the identity layout of the cluster.
 func (c ClusterConfig) Layout() (Layout, error) {
@@ -40,7 +41,7 @@ func (c ClusterConfig) Layout() (Layout, error) {
 
 // Validate checks the name, the layout and that the ID fits the layout.
 func (c ClusterConfig) Validate() error {
-	if !clusterNameRE.MatchString(c.Name) {
+	if !clusterNameRE().MatchString(c.Name) {
 		return fmt.Errorf("cluster name %q: want 1..32 lowercase letters, digits or '-', starting and ending with a letter or digit", c.Name)
 	}
 	layout, err := c.Layout()
@@ -136,4 +137,10 @@ func decodeClusterConfig(b []byte) (ClusterConfig, error) {
 		return ClusterConfig{}, fmt.Errorf("decode %s: %w", ClusterConfigKey, err)
 	}
 	return cfg.normalized(), nil
+}
+
+// lazyRegexp compiles expr on first use: a bounded repetition such as {0,62} compiles into many
+// states, and compiling at package initialisation would slow the start of every CLI command.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

@@ -120,7 +120,7 @@ func (r *Revocations) failLocked(err error) {
 }
 
 // tokenIDRE matches the IDs Issue makes and any similar opaque ID: base64url characters.
-var tokenIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+var tokenIDRE = lazyRegexp(`^[A-Za-z0-9_-]{1,128}$`)
 
 // ParseRevocations parses a revocation list: one token ID per line, blank lines and '#' comments
 // ignored.
@@ -133,7 +133,7 @@ func ParseRevocations(data []byte) (map[string]struct{}, error) {
 		if line == "" {
 			continue
 		}
-		if !tokenIDRE.MatchString(line) {
+		if !tokenIDRE().MatchString(line) {
 			return nil, fmt.Errorf("line %d: %q is not a token ID", n, line)
 		}
 		ids[line] = struct{}{}
@@ -147,7 +147,7 @@ func ParseRevocations(data []byte) (map[string]struct{}, error) {
 // Revoke adds id to the revocation list at path, creating it if needed. It reports false when id
 // was already revoked. The file is replaced atomically, so a verifier never reads half of it.
 func Revoke(path, id, note string, now time.Time) (bool, error) {
-	if !tokenIDRE.MatchString(id) {
+	if !tokenIDRE().MatchString(id) {
 		return false, fmt.Errorf("revoke token: %q is not a token ID", id)
 	}
 	data, err := os.ReadFile(path)
@@ -173,4 +173,10 @@ func Revoke(path, id, note string, now time.Time) (bool, error) {
 		return false, fmt.Errorf("revoke token %s: %w", id, err)
 	}
 	return true, nil
+}
+
+// lazyRegexp compiles expr on first use: a bounded repetition such as {0,62} compiles into many
+// states, and compiling at package initialisation would slow the start of every CLI command.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

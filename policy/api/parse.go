@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/palisade-mesh/palisade/identity"
 )
@@ -137,7 +138,7 @@ func (pp PortProtocol) Parse() (PortRange, error) {
 	return pr, nil
 }
 
-var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$`)
+var serviceName = lazyRegexp(`^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$`)
 
 func parsePortProtocol(r *report, path string, pp PortProtocol) (PortRange, bool) {
 	proto, ok := parseProtocol(r, field(path, "protocol"), pp.Protocol, true)
@@ -160,7 +161,7 @@ func parsePortNumber(r *report, path, s string) (uint16, bool) {
 	if err == nil {
 		return uint16(n), true
 	}
-	if serviceName.MatchString(s) && strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz") {
+	if serviceName().MatchString(s) && strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz") {
 		r.errorf(path, "named port %q: named ports are not supported yet; use the port number", s)
 		return 0, false
 	}
@@ -256,8 +257,8 @@ func AnchoredRegexp(expr string) (*regexp.Regexp, error) {
 }
 
 var (
-	dnsName    = regexp.MustCompile(`^[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,62}))*\.?$`)
-	dnsPattern = regexp.MustCompile(`^[a-zA-Z0-9_*]([a-zA-Z0-9_*-]{0,62})(\.[a-zA-Z0-9_*]([a-zA-Z0-9_*-]{0,62}))*\.?$`)
+	dnsName    = lazyRegexp(`^[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,62}))*\.?$`)
+	dnsPattern = lazyRegexp(`^[a-zA-Z0-9_*]([a-zA-Z0-9_*-]{0,62})(\.[a-zA-Z0-9_*]([a-zA-Z0-9_*-]{0,62}))*\.?$`)
 )
 
 func validateFQDN(r *report, path, name, pattern string) {
@@ -271,11 +272,11 @@ func validateFQDN(r *report, path, name, pattern string) {
 			r.warnf(field(path, "matchName"), "%q is an IP address, which no DNS answer will ever match; use toCIDR: [\"%s\"] instead", name, hostPrefix(name))
 			return
 		}
-		if len(name) > 253 || !dnsName.MatchString(name) {
+		if len(name) > 253 || !dnsName().MatchString(name) {
 			r.errorf(field(path, "matchName"), "invalid DNS name %q", name)
 		}
 	default:
-		if len(pattern) > 253 || !dnsPattern.MatchString(pattern) {
+		if len(pattern) > 253 || !dnsPattern().MatchString(pattern) {
 			r.errorf(field(path, "matchPattern"), "invalid DNS pattern %q: letters, digits, '-', '_', '.' and '*' only", pattern)
 		}
 	}
@@ -297,4 +298,10 @@ func ParseHeader(h string) (name, value string, hasValue bool, err error) {
 		return "", "", false, fmt.Errorf("invalid header %q: want \"Name\" or \"Name: value\"", h)
 	}
 	return name, value, hasValue, nil
+}
+
+// lazyRegexp compiles expr on first use: a bounded repetition such as {0,62} compiles into many
+// states, and compiling at package initialisation would slow the start of every CLI command.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

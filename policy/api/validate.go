@@ -9,7 +9,7 @@ import (
 var (
 	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	l7ProtoName  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	l7ProtoName  = lazyRegexp(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 )
 
 func validateMeta(r *report, kind string, m *ObjectMeta, namespaced bool) {
@@ -204,7 +204,7 @@ func validateL7(r *report, path string, l7 *L7Rules) string {
 		switch {
 		case l7.L7Proto == "":
 			r.errorf(field(path, "l7proto"), "l7 rules need l7proto, the name of the parser")
-		case !l7ProtoName.MatchString(l7.L7Proto):
+		case !l7ProtoName().MatchString(l7.L7Proto):
 			r.errorf(field(path, "l7proto"), "invalid parser name %q", l7.L7Proto)
 		}
 		if len(l7.L7) == 0 {
