@@ -103,8 +103,8 @@ func (a *Agent) watchIdentities(ctx context.Context) {
 }
 
 // sameRevisionWindow is how long the policy watcher waits for more events of the revision it is
-// collecting. The events of one etcd transaction arrive back to back, so this only bounds the wait
-// after the last of them.
+// collecting when the watch did not mark the end of the revision (events of a relist). The events
+// of one etcd transaction arrive back to back, so this only bounds the wait after the last of them.
 const sameRevisionWindow = 5 * time.Millisecond
 
 // watchPolicies applies imported policies. The initial listing goes in as one batch, and so do
@@ -174,13 +174,16 @@ func (a *Agent) watchPolicies(ctx context.Context) {
 		if !synced {
 			continue // the listing is applied as a whole at EventSynced
 		}
-		collectRevision(events, ev.Revision, add, &next)
+		if !ev.EndOfRevision {
+			collectRevision(events, ev.Revision, add, &next)
+		}
 		flush()
 	}
 }
 
-// collectRevision adds the events of revision rev that follow, stopping at the first event of
-// another revision (kept in next) or when none arrives within sameRevisionWindow.
+// collectRevision adds the events of revision rev that follow, stopping after the one marked as
+// the end of the revision, at the first event of another revision (kept in next), or when none
+// arrives within sameRevisionWindow.
 func collectRevision(events <-chan kvstore.Event, rev int64, add func(kvstore.Event), next **kvstore.Event) {
 	timer := time.NewTimer(sameRevisionWindow)
 	defer timer.Stop()
@@ -195,6 +198,9 @@ func collectRevision(events <-chan kvstore.Event, rev int64, add func(kvstore.Ev
 				return
 			}
 			add(ev)
+			if ev.EndOfRevision {
+				return
+			}
 		case <-timer.C:
 			return
 		}

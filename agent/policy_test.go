@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/palisade-mesh/palisade/bpf"
+	"github.com/palisade-mesh/palisade/kvstore"
 	"github.com/palisade-mesh/palisade/policy"
 	"github.com/palisade-mesh/palisade/policy/api"
 )
@@ -102,5 +103,47 @@ func TestPolicyKeyRoundTrip(t *testing.T) {
 		if _, err := parsePolicyKey(bad); err == nil {
 			t.Errorf("parsePolicyKey(%q) accepted", bad)
 		}
+	}
+}
+
+func TestCollectRevision_StopsAtTheEndOfTheRevision(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		events   []kvstore.Event
+		want     []string
+		wantNext string
+	}{
+		{
+			name:   "marked end: returns without reading on",
+			events: []kvstore.Event{{Key: "b", Revision: 5, EndOfRevision: true}, {Key: "c", Revision: 6}},
+			want:   []string{"b"},
+		},
+		{
+			name:     "no mark: stops at the next revision and keeps it",
+			events:   []kvstore.Event{{Key: "b", Revision: 5}, {Key: "c", Revision: 6}},
+			want:     []string{"b"},
+			wantNext: "c",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan kvstore.Event, len(tc.events))
+			for _, ev := range tc.events {
+				ch <- ev
+			}
+			var got []string
+			var next *kvstore.Event
+			collectRevision(ch, 5, func(ev kvstore.Event) { got = append(got, ev.Key) }, &next)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("collected %v, want %v", got, tc.want)
+			}
+			if gotNext := ""; next != nil {
+				gotNext = next.Key
+				if gotNext != tc.wantNext {
+					t.Errorf("next = %q, want %q", gotNext, tc.wantNext)
+				}
+			} else if tc.wantNext != "" {
+				t.Errorf("next = nil, want %q", tc.wantNext)
+			}
+		})
 	}
 }

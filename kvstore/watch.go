@@ -47,6 +47,10 @@ type Event struct {
 	// Revision is the key's ModRevision for an upsert, the revision of the delete for a delete seen
 	// live, and the listing's revision for EventSynced and for a delete found by a relist.
 	Revision int64
+	// EndOfRevision marks a change seen live as the last of its revision (of one transaction):
+	// etcd delivers all events of a revision in one watch response, so a consumer applying a
+	// transaction as a whole need not wait for more. False on listing and relist events.
+	EndOfRevision bool
 }
 
 // Watch delivers the keys under prefix and then their changes:
@@ -87,6 +91,7 @@ type watcher struct {
 	// known holds each key the consumer has, with the ModRevision it was given, to compute what
 	// changed across a relist and to drop duplicates.
 	known map[string]*knownKey
+	batch []Event // the events of one watch response, reused
 }
 
 // knownKey is an entry of watcher.known. It keeps the key's string so that a change to a known key
@@ -221,19 +226,22 @@ func (w *watcher) follow(ctx context.Context, rev int64) (string, error) {
 			return resyncBroken, errors.New("watch cancelled by etcd")
 		}
 		received := time.Now()
-		sent := false
+		batch := w.batch[:0]
 		for _, ev := range resp.Events {
-			e, ok := w.apply(ev)
-			if !ok {
-				continue
+			if e, ok := w.apply(ev); ok {
+				batch = append(batch, e)
 			}
-			if !w.send(ctx, e) {
+		}
+		for i := range batch {
+			batch[i].EndOfRevision = i == len(batch)-1 || batch[i+1].Revision != batch[i].Revision
+			if !w.send(ctx, batch[i]) {
 				return resyncBroken, ctx.Err()
 			}
-			sent = true
 		}
+		clear(batch)
+		w.batch = batch[:0]
 		// Once per response, not per event: the lag of its last event is the response's lag.
-		if sent {
+		if len(batch) > 0 {
 			m.watchDelivery.Observe(time.Since(received).Seconds())
 			m.watchRevLag.Observe(float64(resp.Header.Revision - resp.Events[len(resp.Events)-1].Kv.ModRevision))
 		}

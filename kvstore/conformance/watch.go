@@ -169,9 +169,17 @@ func testWatchTxn(t *testing.T, c *kvstore.Client) {
 	if !slices.Equal(got, []string{"upsert t/a=1", "upsert t/b=2"}) {
 		t.Fatalf("txn events %v", got)
 	}
-	for _, ev := range evs {
+	for i, ev := range evs {
 		if ev.Revision != res.Revision {
 			t.Fatalf("txn event at revision %d, txn at %d", ev.Revision, res.Revision)
 		}
+		if last := i == len(evs)-1; ev.EndOfRevision != last {
+			t.Fatalf("event %d of the transaction's %d has EndOfRevision %v", i+1, len(evs), ev.EndOfRevision)
+		}
+	}
+	// A lone put is a revision of its own.
+	mustPut(t, c, "t/c", "3")
+	if ev := v.waitEvents(t, 4)[3]; !ev.EndOfRevision {
+		t.Fatalf("a single put's event %+v is not marked as the end of its revision", ev)
 	}
 }
