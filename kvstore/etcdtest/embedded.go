@@ -2,8 +2,12 @@ package etcdtest
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,10 +99,22 @@ type Embedded struct {
 	srv *embedded.Server // nil while stopped
 }
 
-// StartRestartable is Start, returning a handle with Stop and Restart.
+// StartRestartable is Start, returning a handle with Stop and Restart. Its TCP ports lie below
+// the kernel's ephemeral port range: while it is stopped, a server or client of another test
+// process asking for any free port (":0") can never take them, so Restart gets them back and its
+// clients never reach another test's etcd meanwhile.
 func StartRestartable(t testing.TB, opts ...ServerOption) *Embedded {
 	t.Helper()
-	srv := startEmbedded(t, serverConfig(t, opts))
+	cfg := serverConfig(t, opts)
+	for i, u := range cfg.ClientURLs {
+		if strings.HasPrefix(u, "http://127.0.0.1:0") {
+			cfg.ClientURLs[i] = "http://" + reservedPort(t)
+		}
+	}
+	if cfg.PeerURL == "" {
+		cfg.PeerURL = "http://" + reservedPort(t)
+	}
+	srv := startEmbedded(t, cfg)
 	e := &Embedded{t: t, cfg: srv.Config(), srv: srv}
 	t.Cleanup(e.Stop)
 	return e
@@ -126,4 +142,21 @@ func (e *Embedded) Restart() {
 		e.t.Fatalf("restart embedded etcd: it is running")
 	}
 	e.srv = startEmbedded(e.t, e.cfg)
+}
+
+// reservedPort returns a free 127.0.0.1 port from 20000-32767, below Linux's default ephemeral
+// range (32768-60999), so that no ":0" listener or outgoing connection is ever given it.
+func reservedPort(t testing.TB) string {
+	t.Helper()
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12768))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return addr
+	}
+	t.Fatal("no free port in 20000-32767")
+	return ""
 }
