@@ -135,8 +135,15 @@ func OpenClusterDir(path string) (ClusterDir, error) {
 	if err := yaml.UnmarshalStrict(data, &info); err != nil {
 		return ClusterDir{}, fmt.Errorf("%s: %w", filepath.Join(path, ClusterFile), err)
 	}
+	file := filepath.Join(path, ClusterFile)
 	if err := certs.ValidateClusterName(info.Name); err != nil {
-		return ClusterDir{}, fmt.Errorf("%s: name: %w", filepath.Join(path, ClusterFile), err)
+		return ClusterDir{}, fmt.Errorf("%s: name: %w", file, err)
+	}
+	if info.ID < 1 || info.ID > 255 {
+		return ClusterDir{}, fmt.Errorf("%s: id %d: want 1..255", file, info.ID)
+	}
+	if _, _, err := net.SplitHostPort(info.Address); err != nil {
+		return ClusterDir{}, fmt.Errorf("%s: address %q: want host:port: %w", file, info.Address, err)
 	}
 	return ClusterDir{Path: path, Info: info}, nil
 }
@@ -153,7 +160,8 @@ type Connection struct {
 // Connect lets a and b read each other: each one's signing key issues a token for the other,
 // and each gets a remote config naming the other's mesh API server. It checks first that the
 // names and IDs differ and that each side's certificates are trusted by the other's bundle, and
-// writes nothing if a check fails. Running it again renews the tokens.
+// writes nothing if a check fails; a failure while writing (a key that does not load, a full
+// disk) can leave one direction written. Running it again renews the tokens.
 func Connect(a, b ClusterDir, ttl time.Duration) ([]Connection, error) {
 	if a.Info.Name == b.Info.Name {
 		return nil, fmt.Errorf("both cluster directories (%s, %s) are cluster %q: cluster names must be unique in the mesh", a.Path, b.Path, a.Info.Name)

@@ -91,8 +91,10 @@ func IdentityToProto(id identity.ID, lbls identity.Labels) *apiv1.MeshIdentity {
 }
 
 // IdentityFromProto validates an identity received from the remote cluster named cluster: its
-// labels must parse, and they must carry that cluster's name, so a remote cluster cannot pass
-// its endpoints off as another cluster's.
+// labels must parse, carry that cluster's name (so a remote cluster cannot pass its endpoints off
+// as another cluster's), and be workload labels only: reserved and CIDR labels describe this
+// cluster's own entities (host, world, kube-apiserver, CIDR peers), which policy selects by those
+// labels, so a remote identity carrying one could be allowed as that entity.
 func IdentityFromProto(m *apiv1.MeshIdentity, cluster string) (identity.ID, identity.Labels, error) {
 	if m == nil || m.Id == 0 {
 		return 0, nil, errors.New("identity without an ID")
@@ -100,6 +102,13 @@ func IdentityFromProto(m *apiv1.MeshIdentity, cluster string) (identity.ID, iden
 	lbls, err := identity.ParseLabels(m.Labels...)
 	if err != nil {
 		return 0, nil, fmt.Errorf("identity %d: %w", m.Id, err)
+	}
+	for _, l := range lbls {
+		switch l.Source {
+		case identity.SourceK8s, identity.SourceContainer, identity.SourceUnspec:
+		default:
+			return 0, nil, fmt.Errorf("identity %d: label %s: a remote cluster's identities carry only k8s, container or unspec labels", m.Id, l)
+		}
 	}
 	if got, _ := lbls.Lookup(identity.SourceK8s, identity.LabelCluster); got != cluster {
 		return 0, nil, fmt.Errorf("identity %d: label %s is %q, not the serving cluster %q", m.Id, identity.LabelCluster, got, cluster)

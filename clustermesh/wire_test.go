@@ -43,3 +43,14 @@ func TestIdentityFromProto_RequiresServingCluster(t *testing.T) {
 		t.Fatalf("identity of cluster2 served by cluster3: err = %v", err)
 	}
 }
+
+func TestIdentityFromProto_RefusesReservedAndCIDRLabels(t *testing.T) {
+	for _, extra := range []string{"reserved:host", "reserved:world", "cidr:8.8.8.8/32"} {
+		t.Run(extra, func(t *testing.T) {
+			m := &apiv1.MeshIdentity{Id: 2<<16 | 5, Labels: []string{extra, "k8s:" + identity.LabelCluster + "=cluster2"}}
+			if _, _, err := IdentityFromProto(m, "cluster2"); err == nil || !strings.Contains(err.Error(), "only k8s, container or unspec labels") {
+				t.Fatalf("identity with %s: err = %v, want a refusal", extra, err)
+			}
+		})
+	}
+}
