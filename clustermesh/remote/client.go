@@ -17,6 +17,9 @@ import (
 	apiv1 "github.com/palisade-mesh/palisade/api/v1"
 	"github.com/palisade-mesh/palisade/certs/meshtls"
 	"github.com/palisade-mesh/palisade/clustermesh"
+	"github.com/palisade-mesh/palisade/identity"
+	"github.com/palisade-mesh/palisade/policy"
+	"github.com/palisade-mesh/palisade/policy/api"
 )
 
 const (
@@ -40,6 +43,11 @@ type Client struct {
 	streamSynced bool
 	valid        validator
 	warned       bool // a rejection was logged at warning level on this stream
+	// scope is the selector set the current stream watches with; nil for a full watch.
+	scope [][]api.Requirement
+	// selectorsRefused: the selector set is beyond the server's limits and a full watch is used
+	// instead (logged once until a usable set comes back).
+	selectorsRefused bool
 
 	mu     sync.Mutex
 	status Status
@@ -69,14 +77,19 @@ func New(opts Options) (*Client, error) {
 		tls:       tlsCfg,
 		token:     tok,
 		reselect:  make(chan struct{}, 1),
-		delivered: newView(),
+		delivered: viewOf(opts.Initial),
 		status:    Status{Cluster: cfg.Name, Address: cfg.Address},
 	}
+	c.status.Identities, c.status.IPCache, c.status.Nodes = len(c.delivered.identities), len(c.delivered.ipcache), len(c.delivered.nodes)
 	return c, nil
 }
 
 // Name is the remote cluster's name.
 func (c *Client) Name() string { return c.opts.Config.Name }
+
+// Delivered returns what the consumer holds from this client, as upserts: a replacing client
+// takes it as its Options.Initial. Call it only after Run returned.
+func (c *Client) Delivered() Changes { return c.delivered.changes() }
 
 // Config is the configuration the client was made with.
 func (c *Client) Config() clustermesh.RemoteConfig { return c.opts.Config }
@@ -114,6 +127,7 @@ func (c *Client) updateStatus(fn func(*Status)) {
 type event struct {
 	connected *Info // Info accepted and the watch stream open
 	valid     validator
+	scope     [][]api.Requirement // the selectors watched with; nil for a full watch
 	resp      *apiv1.MeshWatchResponse
 	ended     bool // the attempt is over, with err
 	err       error
@@ -158,6 +172,18 @@ func (c *Client) Run(ctx context.Context) error {
 		retry.Stop()
 		grace.Stop()
 	}()
+	// lost handles the end of a connection (cur already stopped).
+	lost := func(err error) {
+		c.ended(err)
+		if !graceActive && c.delivered.size() > 0 {
+			graceActive = true
+			grace.Reset(c.opts.StaleGrace)
+			c.updateStatus(func(s *Status) { s.Stale, s.StaleUntil = true, time.Now().Add(c.opts.StaleGrace) })
+		}
+		delay := bo.NextBackOff()
+		c.opts.Logger.Debug("reconnecting", "in", delay)
+		retry.Reset(delay)
+	}
 	for {
 		if cur == nil && startNow {
 			cur = c.start(ctx)
@@ -175,19 +201,18 @@ func (c *Client) Run(ctx context.Context) error {
 			case ev.ended:
 				<-cur.done
 				cur = nil
-				c.ended(ev.err)
-				if !graceActive && c.delivered.size() > 0 {
-					graceActive = true
-					grace.Reset(c.opts.StaleGrace)
-					c.updateStatus(func(s *Status) { s.Stale, s.StaleUntil = true, time.Now().Add(c.opts.StaleGrace) })
-				}
-				delay := bo.NextBackOff()
-				c.opts.Logger.Debug("reconnecting", "in", delay)
-				retry.Reset(delay)
+				lost(ev.err)
 			case ev.connected != nil:
-				c.connected(*ev.connected, ev.valid)
+				c.connected(*ev.connected, ev.valid, ev.scope)
 			case ev.resp != nil:
-				if c.handle(ev.resp) {
+				synced, err := c.handle(ev.resp)
+				if err != nil {
+					// Beyond a limit: the stream ends, what was delivered stays until the grace
+					// period ends, and the retry backs off like after any other failure.
+					cur.stop()
+					cur = nil
+					lost(err)
+				} else if synced {
 					bo.Reset()
 					if graceActive {
 						graceActive = false
@@ -240,15 +265,54 @@ func (c *Client) selectorsKey(sels []*apiv1.MeshSelector) string {
 	return string(raw)
 }
 
-// start begins a connection attempt watching the current selectors.
+// serverMaxRequestBytes is the mesh API server's receive limit (clustermesh/apiserver), less
+// room for the gRPC framing: a larger watch request is refused before it is read.
+const serverMaxRequestBytes = 4<<20 - 4<<10
+
+// checkSelectors returns the selectors as the server will read them, or why it would refuse
+// them (it answers InvalidArgument to every retry, so the remote would stay unreachable).
+func checkSelectors(sels []*apiv1.MeshSelector) ([][]api.Requirement, error) {
+	if len(sels) > clustermesh.MaxSelectors {
+		return nil, fmt.Errorf("%d selectors, the mesh API accepts at most %d", len(sels), clustermesh.MaxSelectors)
+	}
+	reqs := make([][]api.Requirement, 0, len(sels))
+	for i, s := range sels {
+		r, err := clustermesh.SelectorFromProto(s)
+		if err != nil {
+			return nil, fmt.Errorf("selector %d: %w", i, err)
+		}
+		reqs = append(reqs, r)
+	}
+	if n := proto.Size(&apiv1.MeshWatchRequest{Selectors: sels}); n > serverMaxRequestBytes {
+		return nil, fmt.Errorf("the watch request takes %d bytes, the mesh API server reads at most %d", n, serverMaxRequestBytes)
+	}
+	return reqs, nil
+}
+
+// start begins a connection attempt watching the current selectors, or everything when there
+// are none or the server would refuse them.
 func (c *Client) start(ctx context.Context) *attempt {
 	sels := c.selectors()
+	key := c.selectorsKey(sels)
+	var scope [][]api.Requirement
+	refusal := ""
+	if len(sels) > 0 {
+		var err error
+		if scope, err = checkSelectors(sels); err != nil {
+			refusal = "watching everything: the selectors exceed the mesh API's limits: " + err.Error()
+			if !c.selectorsRefused {
+				c.opts.Logger.Warn("the selectors exceed the mesh API's limits; watching everything instead", "selectors", len(sels), "error", err)
+			}
+			sels, scope = nil, nil
+		}
+	}
+	c.selectorsRefused = refusal != ""
 	ctx, cancel := context.WithCancel(ctx)
-	a := &attempt{cancel: cancel, events: make(chan event, 16), done: make(chan struct{}), selectors: c.selectorsKey(sels)}
-	c.updateStatus(func(s *Status) { s.Selectors = len(sels) })
+	a := &attempt{cancel: cancel, events: make(chan event, 16), done: make(chan struct{}), selectors: key}
+	c.updateStatus(func(s *Status) { s.Selectors, s.SelectorsWarning = len(sels), refusal })
 	go func() {
 		defer close(a.done)
-		err := c.connect(ctx, sels, a.events)
+		err := c.connect(ctx, sels, scope, a.events)
 		select {
 		case a.events <- event{ended: true, err: err}:
 		case <-ctx.Done():
@@ -259,7 +323,7 @@ func (c *Client) start(ctx context.Context) *attempt {
 
 // connect dials the server, checks who it is and streams its state into events until the stream
 // ends or ctx is cancelled.
-func (c *Client) connect(ctx context.Context, sels []*apiv1.MeshSelector, events chan<- event) error {
+func (c *Client) connect(ctx context.Context, sels []*apiv1.MeshSelector, scope [][]api.Requirement, events chan<- event) error {
 	cfg := c.opts.Config
 	conn, err := grpc.NewClient(cfg.Address,
 		grpc.WithTransportCredentials(credentials.NewTLS(c.tls)),
@@ -288,7 +352,7 @@ func (c *Client) connect(ctx context.Context, sels []*apiv1.MeshSelector, events
 	req := &apiv1.MeshWatchRequest{Selectors: sels}
 	if len(sels) > 0 && !info.Has(clustermesh.CapabilityWatchSelectors) {
 		c.opts.Logger.Warn("the server cannot watch by selector; watching everything", "selectors", len(sels))
-		req.Selectors = nil
+		req.Selectors, scope = nil, nil
 	}
 	stream, err := mesh.Watch(ctx, req)
 	if err != nil {
@@ -302,7 +366,7 @@ func (c *Client) connect(ctx context.Context, sels []*apiv1.MeshSelector, events
 			return false
 		}
 	}
-	if !send(event{connected: &info, valid: valid}) {
+	if !send(event{connected: &info, valid: valid, scope: scope}) {
 		return ctx.Err()
 	}
 	for {
@@ -340,8 +404,8 @@ func (c *Client) checkInfo(m *apiv1.MeshInfo) (Info, validator, error) {
 	return info, validator{cluster: name, clusterID: info.ClusterID, layout: layout}, nil
 }
 
-func (c *Client) connected(info Info, valid validator) {
-	c.valid, c.pending, c.streamSynced, c.warned = valid, newView(), false, false
+func (c *Client) connected(info Info, valid validator, scope [][]api.Requirement) {
+	c.valid, c.pending, c.streamSynced, c.warned, c.scope = valid, newView(), false, false, scope
 	c.opts.Logger.Info("connected", "address", c.opts.Config.Address, "cluster_id", info.ClusterID, "version", info.Version)
 	c.updateStatus(func(s *Status) {
 		s.Connected, s.Synced, s.Info = true, false, &info
@@ -360,12 +424,22 @@ func (c *Client) ended(err error) {
 	})
 }
 
-// handle takes one response of the stream; it reports whether it completed a sync.
-func (c *Client) handle(resp *apiv1.MeshWatchResponse) bool {
+// handle takes one response of the stream; it reports whether it completed a sync, or why the
+// stream must end (the remote cluster went beyond a limit; nothing of the response was taken).
+func (c *Client) handle(resp *apiv1.MeshWatchResponse) (bool, error) {
+	target := c.pending
+	if c.streamSynced {
+		target = c.delivered
+	}
 	changes := make([]change, 0, len(resp.Changes))
 	var rejected uint64
+	// Identities this response upserted (true) or deleted (false) so far, over what target holds.
+	idsNow := map[identity.ID]bool{}
 	for _, m := range resp.Changes {
 		ch, err := c.valid.convert(m)
+		if err == nil && c.scope != nil && !ch.deleted {
+			err = c.outOfScope(ch, target, idsNow)
+		}
 		if err != nil {
 			rejected++
 			if !c.warned {
@@ -374,24 +448,38 @@ func (c *Client) handle(resp *apiv1.MeshWatchResponse) bool {
 			} else {
 				c.opts.Logger.Debug("ignoring an invalid object from the remote cluster", "error", err)
 			}
-			continue
+			// An upsert replaces: what its key held goes, rather than staying in force.
+			del, ok := rejectedKey(m)
+			if ch.kind != 0 {
+				del, ok = ch.deletion(), true
+			}
+			if !ok {
+				continue
+			}
+			ch = del
+		}
+		if ch.kind == kindIdentity {
+			idsNow[ch.id] = !ch.deleted
 		}
 		changes = append(changes, ch)
 	}
 	if rejected > 0 {
 		c.updateStatus(func(s *Status) { s.Rejected += rejected })
 	}
+	if err := c.checkLimits(target, changes); err != nil {
+		return false, err
+	}
 	if c.streamSynced {
 		if out := c.delivered.applyLive(changes); !out.Empty() {
 			c.deliver(out)
 		}
-		return false
+		return false, nil
 	}
 	for _, ch := range changes {
 		c.pending.apply(ch)
 	}
 	if !resp.SyncDone {
-		return false
+		return false, nil
 	}
 	out := diff(c.delivered, c.pending)
 	out.Synced = true
@@ -403,7 +491,50 @@ func (c *Client) handle(resp *apiv1.MeshWatchResponse) bool {
 		s.Synced, s.Stale, s.StaleUntil, s.LastSync = true, false, time.Time{}, time.Now()
 		s.LastError, s.LastErrorTime = "", time.Time{}
 	})
-	return true
+	return true, nil
+}
+
+// outOfScope says why a valid upsert of a selected watch is not taken: an identity none of the
+// watched selectors selects, or an ipcache entry of an identity the client does not hold. A
+// correct server sends neither; a compromised one could fill the datapath with them.
+func (c *Client) outOfScope(ch change, target *view, idsNow map[identity.ID]bool) error {
+	switch ch.kind {
+	case kindIdentity:
+		for _, sel := range c.scope {
+			if policy.Matches(sel, ch.labels) {
+				return nil
+			}
+		}
+		return fmt.Errorf("identity %d matches none of the watched selectors", ch.id)
+	case kindIPCache:
+		held, seen := idsNow[ch.entry.Identity]
+		if !seen {
+			_, held = target.identities[ch.entry.Identity]
+		}
+		if !held {
+			return fmt.Errorf("ipcache %s: identity %d was not sent for the watched selectors", ch.entry.Prefix, ch.entry.Identity)
+		}
+	}
+	return nil
+}
+
+// checkLimits refuses changes that would make target hold more than the options allow.
+func (c *Client) checkLimits(target *view, changes []change) error {
+	ids, ips, nodes := target.sizesAfter(changes)
+	for _, l := range []struct {
+		what       string
+		n, max     int
+		optionName string
+	}{
+		{"identities", ids, c.opts.MaxIdentities, "MaxIdentities"},
+		{"ipcache entries", ips, c.opts.MaxIPCache, "MaxIPCache"},
+		{"nodes", nodes, c.opts.MaxNodes, "MaxNodes"},
+	} {
+		if l.n > l.max {
+			return fmt.Errorf("remote cluster %q sent more than %d %s (the limit %s); ending the stream and keeping what was delivered before", c.opts.Config.Name, l.max, l.what, l.optionName)
+		}
+	}
+	return nil
 }
 
 // expire withdraws everything delivered: the connection has been lost for the grace period.

@@ -137,3 +137,41 @@ func validNodeName(name string) error {
 	}
 	return nil
 }
+
+// deletion is the deletion of c's key.
+func (c change) deletion() change {
+	out := change{kind: c.kind, deleted: true, id: c.id}
+	out.entry.Prefix, out.node.Name = c.entry.Prefix, c.node.Name
+	return out
+}
+
+// rejectedKey returns the deletion of the key of an upsert that failed validation, when the key
+// itself can still be read: an upsert replaces, so whatever the key held before must not stay in
+// force as if the remote cluster still said so.
+func rejectedKey(m *apiv1.MeshChange) (change, bool) {
+	if m == nil || m.Deleted {
+		return change{}, false
+	}
+	switch obj := m.Object.(type) {
+	case *apiv1.MeshChange_Identity:
+		if obj.Identity == nil || obj.Identity.Id == 0 {
+			return change{}, false
+		}
+		return change{kind: kindIdentity, deleted: true, id: identity.ID(obj.Identity.Id)}, true
+	case *apiv1.MeshChange_Ipcache:
+		if obj.Ipcache == nil {
+			return change{}, false
+		}
+		p, err := clustermesh.ParsePrefix(obj.Ipcache.Prefix)
+		if err != nil {
+			return change{}, false
+		}
+		return change{kind: kindIPCache, deleted: true, entry: IPCacheEntry{Prefix: p}}, true
+	case *apiv1.MeshChange_Node:
+		if obj.Node == nil || validNodeName(obj.Node.Name) != nil {
+			return change{}, false
+		}
+		return change{kind: kindNode, deleted: true, node: Node{Name: obj.Node.Name}}, true
+	}
+	return change{}, false
+}

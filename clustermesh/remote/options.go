@@ -39,6 +39,16 @@ type Options struct {
 	CallTimeout time.Duration
 	// Logger receives connection events. Default slog.Default().
 	Logger *slog.Logger
+	// MaxIdentities, MaxIPCache and MaxNodes bound what this remote cluster may make the client
+	// hold: a stream that would go beyond one is ended with an error naming it, and what was
+	// delivered before stays (and goes stale as after any loss of the connection). Defaults
+	// DefaultMaxIdentities, DefaultMaxIPCache and DefaultMaxNodes.
+	MaxIdentities, MaxIPCache, MaxNodes int
+	// Initial is what the consumer already holds from this remote cluster (the previous client's
+	// Delivered, when its configuration changed): the first sync delivers only the differences
+	// from it, and it goes stale and is withdrawn like anything the client delivered itself.
+	// Only upserts are read.
+	Initial Changes
 }
 
 // Defaults of Options.
@@ -47,6 +57,13 @@ const (
 	DefaultMinBackoff  = 200 * time.Millisecond
 	DefaultMaxBackoff  = 30 * time.Second
 	DefaultCallTimeout = 10 * time.Second
+	// DefaultMaxIdentities is the size of the identity space of one cluster in the default
+	// layout's order of magnitude, far above what a selected watch needs.
+	DefaultMaxIdentities = 100_000
+	// DefaultMaxIPCache leaves about a quarter of the datapath's ipcache map (512Ki entries,
+	// bpf/datapath.c) to the local cluster and other remote clusters.
+	DefaultMaxIPCache = 400_000
+	DefaultMaxNodes   = 10_000
 )
 
 func (o Options) withDefaults() (Options, error) {
@@ -76,6 +93,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.MaxIdentities <= 0 {
+		o.MaxIdentities = DefaultMaxIdentities
+	}
+	if o.MaxIPCache <= 0 {
+		o.MaxIPCache = DefaultMaxIPCache
+	}
+	if o.MaxNodes <= 0 {
+		o.MaxNodes = DefaultMaxNodes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

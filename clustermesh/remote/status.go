@@ -50,13 +50,16 @@ type Status struct {
 	Identities int `json:"identities"`
 	IPCache    int `json:"ipcache"`
 	Nodes      int `json:"nodes"`
-	// Rejected counts objects the remote sent that failed validation (and were ignored).
+	// Rejected counts objects the remote sent that failed validation or lay outside the watched
+	// selectors (an upsert's key, when readable, was deleted instead).
 	Rejected      uint64    `json:"rejected,omitempty"`
 	LastError     string    `json:"lastError,omitempty"`
 	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
 	TokenExpiry   time.Time `json:"tokenExpiry,omitzero"`
 	// Selectors is the number of selectors of the current watch; 0 means a full watch.
 	Selectors int `json:"selectors"`
+	// SelectorsWarning says why the watch is a full one although selectors were asked for.
+	SelectorsWarning string `json:"selectorsWarning,omitempty"`
 	// Info is the server's last answer to Info; nil until it first answered.
 	Info *Info `json:"info,omitempty"`
 }

@@ -150,3 +150,66 @@ func (c *Changes) sort() {
 }
 
 func (v *view) size() int { return len(v.identities) + len(v.ipcache) + len(v.nodes) }
+
+// sizesAfter returns how many identities, ipcache entries and nodes v would hold after changes,
+// without changing v: the limits are checked before anything is recorded or delivered.
+func (v *view) sizesAfter(changes []change) (ids, ips, nodes int) {
+	ids, ips, nodes = len(v.identities), len(v.ipcache), len(v.nodes)
+	idNow := map[identity.ID]bool{}
+	ipNow := map[netip.Prefix]bool{}
+	nodeNow := map[string]bool{}
+	step := func(count *int, was, now bool) {
+		switch {
+		case !was && now:
+			*count++
+		case was && !now:
+			*count--
+		}
+	}
+	for _, c := range changes {
+		switch c.kind {
+		case kindIdentity:
+			was, seen := idNow[c.id]
+			if !seen {
+				_, was = v.identities[c.id]
+			}
+			idNow[c.id] = !c.deleted
+			step(&ids, was, !c.deleted)
+		case kindIPCache:
+			was, seen := ipNow[c.entry.Prefix]
+			if !seen {
+				_, was = v.ipcache[c.entry.Prefix]
+			}
+			ipNow[c.entry.Prefix] = !c.deleted
+			step(&ips, was, !c.deleted)
+		case kindNode:
+			was, seen := nodeNow[c.node.Name]
+			if !seen {
+				_, was = v.nodes[c.node.Name]
+			}
+			nodeNow[c.node.Name] = !c.deleted
+			step(&nodes, was, !c.deleted)
+		}
+	}
+	return ids, ips, nodes
+}
+
+// viewOf is the picture of what a batch of upserts holds.
+func viewOf(ch Changes) *view {
+	v := newView()
+	for id, lbls := range ch.Identities {
+		v.identities[id] = lbls
+	}
+	for _, e := range ch.IPCache {
+		v.ipcache[e.Prefix] = e
+	}
+	for _, n := range ch.Nodes {
+		v.nodes[n.Name] = n
+	}
+	return v
+}
+
+// changes is everything v holds, as upserts.
+func (v *view) changes() Changes {
+	return diff(newView(), v)
+}
