@@ -23,10 +23,12 @@ type Endpoint struct {
 }
 
 // CreateEndpoint registers ns as an endpoint of the agent's node with the given labels
-// ("k=v,k=v") and returns it once its policy is in the kernel.
-func (a *Agent) CreateEndpoint(t testing.TB, ns *topology.Namespace, labels string) Endpoint {
+// ("k=v,k=v") and any further `endpoint create` flags, and returns it once its policy is in the
+// kernel.
+func (a *Agent) CreateEndpoint(t testing.TB, ns *topology.Namespace, labels string, flags ...string) Endpoint {
 	t.Helper()
-	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
+	args := append([]string{"endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json"}, flags...)
+	out, err := a.CLI(args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -21,19 +22,6 @@ import (
 	"github.com/palisade-mesh/palisade/test/harness"
 	"github.com/palisade-mesh/palisade/test/topology"
 )
-
-func createEndpointIn(t *testing.T, a *harness.Agent, ns *topology.Namespace, k8sNamespace, labels string) createdEndpoint {
-	t.Helper()
-	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--namespace", k8sNamespace, "--labels", labels, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var eps []createdEndpoint
-	if err := jsonUnmarshal(out, &eps); err != nil || len(eps) != 1 {
-		t.Fatalf("endpoint create output %q: %v", out, err)
-	}
-	return eps[0]
-}
 
 // serveTestApp serves a few httpbin-style routes on port 80 inside the namespace.
 func serveTestApp(t *testing.T, ns *topology.Namespace) {
@@ -83,15 +71,15 @@ func TestL7_TestAppWithCurl(t *testing.T) {
 	n1 := topo.MustAddNode(t, "n1")
 	a1 := harness.StartAgent(t, n1, "cluster1", 1, kv, dir)
 	appNS, clientNS := namespace(t, topo, "app"), namespace(t, topo, "client")
-	app := createEndpointIn(t, a1, appNS, "test-app", "app=app")
-	createEndpointIn(t, a1, clientNS, "test-app", "app=client")
+	app := a1.CreateEndpoint(t, appNS, "app=app", "--namespace", "test-app")
+	a1.CreateEndpoint(t, clientNS, "app=client", "--namespace", "test-app")
 	serveTestApp(t, appNS)
 	base := "http://" + app.IPv4
 
-	importPolicy(t, kv, "../../examples/test-app/l7-http.yaml")
+	harness.ImportPolicy(t, kv, "../../examples/test-app/l7-http.yaml")
 	check := func(when string) {
 		t.Helper()
-		waitFor(t, 20*time.Second, "the L7 policy "+when, func() bool {
+		harness.WaitFor(t, 20*time.Second, "the L7 policy "+when, func() bool {
 			return curl(t, clientNS, base+"/headers") == "403"
 		})
 		if got := curl(t, clientNS, base+"/status/200", base+"/get", base+"/headers", base+"/get?x=1", base+"/status/404"); got != "200 200 403 403 403" {
@@ -130,7 +118,7 @@ func proxyPorts(t *testing.T, a *harness.Agent, id uint32) []uint16 {
 		t.Fatalf("palisade bpf policy: %v\n%s", err, out)
 	}
 	var entries []map[string]any
-	if err := jsonUnmarshal(string(out), &entries); err != nil {
+	if err := json.Unmarshal(out, &entries); err != nil {
 		t.Fatalf("palisade bpf policy output %q: %v", out, err)
 	}
 	var ports []uint16
@@ -227,20 +215,20 @@ func TestL7_R2D2Policies(t *testing.T) {
 	n1 := topo.MustAddNode(t, "n1")
 	a1 := harness.StartAgent(t, n1, "cluster1", 1, kv, dir)
 	srvNS, cliNS := namespace(t, topo, "r2d2s"), namespace(t, topo, "r2d2c")
-	srv := createEndpoint(t, a1, srvNS, "id=r2d2-server")
-	cli := createEndpoint(t, a1, cliNS, "id=r2d2-client")
+	srv := a1.CreateEndpoint(t, srvNS, "id=r2d2-server")
+	cli := a1.CreateEndpoint(t, cliNS, "id=r2d2-client")
 	serveR2D2(t, srvNS)
 	addr := srv.IPv4 + ":9000"
 	l7 := harness.WatchMonitor(t, a1, "--type", "l7")
 
-	importPolicy(t, kv, "../../examples/r2d2/read-only.json")
+	harness.ImportPolicy(t, kv, "../../examples/r2d2/read-only.json")
 	reqs := []string{"READ /public/plans", "WRITE /public/plans", "READ /etc/shadow", "HALT", "read /public/x"}
-	waitFor(t, 20*time.Second, "the read-only policy", func() bool {
+	harness.WaitFor(t, 20*time.Second, "the read-only policy", func() bool {
 		got, err := r2d2Session(cliNS, addr, reqs...)
 		return err == nil && strings.Join(got, "|") == "OK READ /public/plans|ERROR|ERROR|ERROR|OK read /public/x"
 	})
 	// The monitor drops events for a subscriber that falls behind: keep the traffic coming.
-	waitFor(t, 10*time.Second, "an r2d2 access-log event for the denied WRITE", func() bool {
+	harness.WaitFor(t, 10*time.Second, "an r2d2 access-log event for the denied WRITE", func() bool {
 		_, _ = r2d2Session(cliNS, addr, "WRITE /public/plans")
 		return l7.Seen(func(ev monitor.Event) bool {
 			return ev.Verdict == "denied" && ev.Source.Identity == cli.Identity && ev.L7 != nil && ev.L7.Protocol == "r2d2" && ev.L7.Fields["cmd"] == "WRITE"
@@ -251,14 +239,14 @@ func TestL7_R2D2Policies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy delete: %v\n%s", err, out)
 	}
-	importPolicy(t, kv, "../../examples/r2d2/allow-all.json")
-	waitFor(t, 20*time.Second, "the allow-all policy", func() bool {
+	harness.ImportPolicy(t, kv, "../../examples/r2d2/allow-all.json")
+	harness.WaitFor(t, 20*time.Second, "the allow-all policy", func() bool {
 		got, err := r2d2Session(cliNS, addr, reqs...)
 		return err == nil && strings.Join(got, "|") == "OK READ /public/plans|OK WRITE /public/plans|OK READ /etc/shadow|OK HALT|OK read /public/x"
 	})
 	// Only the proxy logs an allowed HALT: once it does, allow-all is in force (right after the
 	// swap the endpoint briefly has no policy and traffic goes straight to the server).
-	waitFor(t, 10*time.Second, "an allowed HALT in the access log", func() bool {
+	harness.WaitFor(t, 10*time.Second, "an allowed HALT in the access log", func() bool {
 		_, _ = r2d2Session(cliNS, addr, "HALT")
 		return l7.Seen(func(ev monitor.Event) bool {
 			return ev.Verdict == "allowed" && ev.L7 != nil && ev.L7.Fields["cmd"] == "HALT"

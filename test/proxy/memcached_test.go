@@ -51,8 +51,8 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	n1 := topo.MustAddNode(t, "n1")
 	a1 := harness.StartAgent(t, n1, "cluster1", 1, kv, dir)
 	cacheNS, webNS := namespace(t, topo, "cache"), namespace(t, topo, "web")
-	cache := createEndpoint(t, a1, cacheNS, "app=cache")
-	createEndpoint(t, a1, webNS, "app=web")
+	cache := a1.CreateEndpoint(t, cacheNS, "app=cache")
+	a1.CreateEndpoint(t, webNS, "app=web")
 
 	mc := cacheNS.Command(context.Background(), "memcached", "-l", "0.0.0.0", "-p", "11211", "-U", "0", "-u", "nobody", "-m", "64")
 	if err := cacheNS.Start(mc); err != nil {
@@ -65,7 +65,7 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	client.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return webNS.DialContext(ctx, &net.Dialer{}, network, addr)
 	}
-	waitFor(t, 10*time.Second, "memcached to answer", func() bool {
+	harness.WaitFor(t, 10*time.Second, "memcached to answer", func() bool {
 		return client.Set(&memcache.Item{Key: "secret", Value: []byte("plans")}) == nil
 	})
 
@@ -74,9 +74,9 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	l7 := harness.WatchMonitor(t, a1, "--type", "l7")
-	importPolicy(t, kv, pol)
+	harness.ImportPolicy(t, kv, pol)
 	// Probe with a key of its own: writes before the policy lands succeed.
-	waitFor(t, 20*time.Second, "writes outside public/ to be denied", func() bool {
+	harness.WaitFor(t, 20*time.Second, "writes outside public/ to be denied", func() bool {
 		return client.Set(&memcache.Item{Key: "private/probe", Value: []byte("x")}) != nil
 	})
 	if err := client.Set(&memcache.Item{Key: "secret", Value: []byte("stolen")}); err == nil {
@@ -95,7 +95,7 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	if err := client.Delete("public/landing"); err != nil {
 		t.Fatalf("allowed delete: %v", err)
 	}
-	waitFor(t, 10*time.Second, "a memcached access-log event for the denied delete", func() bool {
+	harness.WaitFor(t, 10*time.Second, "a memcached access-log event for the denied delete", func() bool {
 		_ = client.Delete("secret")
 		return l7.Seen(func(ev monitor.Event) bool {
 			return ev.Verdict == "denied" && ev.L7 != nil && ev.L7.Protocol == "memcached" && ev.L7.Fields["cmd"] == "delete" && ev.L7.Fields["key"] == "secret"

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -17,36 +16,6 @@ import (
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
-type createdEndpoint struct {
-	ID       uint32 `json:"id"`
-	IPv4     string `json:"ipv4"`
-	Identity uint32 `json:"identity"`
-	State    string `json:"state"`
-}
-
-func createEndpoint(t *testing.T, a *harness.Agent, ns *topology.Namespace, labels string) createdEndpoint {
-	t.Helper()
-	out, err := a.CLI("endpoint", "create", "--netns", ns.Path, "--labels", labels, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var eps []createdEndpoint
-	if err := jsonUnmarshal(out, &eps); err != nil || len(eps) != 1 {
-		t.Fatalf("endpoint create output %q: %v", out, err)
-	}
-	return eps[0]
-}
-
-func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
-
-func importPolicy(t *testing.T, kvEndpoint, path string) {
-	t.Helper()
-	out, err := exec.Command(harness.Binary(t), "policy", "import", "-f", path, "--kvstore-endpoints", kvEndpoint).CombinedOutput()
-	if err != nil {
-		t.Fatalf("policy import: %v\n%s", err, out)
-	}
-}
-
 func namespace(t *testing.T, topo *topology.Topology, role string) *topology.Namespace {
 	t.Helper()
 	ns, err := topo.AddNamespace(role)
@@ -54,17 +23,6 @@ func namespace(t *testing.T, topo *topology.Topology, role string) *topology.Nam
 		t.Fatal(err)
 	}
 	return ns
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // request sends one request and returns status and body.
@@ -98,10 +56,10 @@ func TestL7_StarWars(t *testing.T) {
 	a2 := harness.StartAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
 
 	dsNS, tieNS, droidNS, xwingNS := namespace(t, topo, "ds"), namespace(t, topo, "tie"), namespace(t, topo, "droid"), namespace(t, topo, "xwing")
-	ds := createEndpoint(t, a1, dsNS, "org=empire,class=deathstar")
-	tie := createEndpoint(t, a2, tieNS, "org=empire,class=tiefighter")
-	droid := createEndpoint(t, a2, droidNS, "org=empire,class=maintenance-droid")
-	createEndpoint(t, a2, xwingNS, "org=alliance,class=xwing")
+	ds := a1.CreateEndpoint(t, dsNS, "org=empire,class=deathstar")
+	tie := a2.CreateEndpoint(t, tieNS, "org=empire,class=tiefighter")
+	droid := a2.CreateEndpoint(t, droidNS, "org=empire,class=maintenance-droid")
+	a2.CreateEndpoint(t, xwingNS, "org=alliance,class=xwing")
 	harness.ServeDeathstar(t, dsNS, "deathstar")
 
 	// One keep-alive client per ship: the verdicts are per request, not per connection.
@@ -114,8 +72,8 @@ func TestL7_StarWars(t *testing.T) {
 	base := "http://" + ds.IPv4
 
 	l7 := harness.WatchMonitor(t, a1, "--type", "l7")
-	importPolicy(t, kvEndpoint, "../../examples/starwars/l7.yaml")
-	waitFor(t, 15*time.Second, "the exhaust port to be closed to the tiefighter", func() bool {
+	harness.ImportPolicy(t, kvEndpoint, "../../examples/starwars/l7.yaml")
+	harness.WaitFor(t, 15*time.Second, "the exhaust port to be closed to the tiefighter", func() bool {
 		status, _, _ := request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port")
 		return status == http.StatusForbidden
 	})
@@ -137,7 +95,7 @@ func TestL7_StarWars(t *testing.T) {
 		t.Fatal("the xwing got an answer: it must be dropped at L3/L4")
 	}
 	// The monitor drops events for a subscriber that falls behind: keep the traffic coming.
-	waitFor(t, 10*time.Second, "l7 events for the tiefighter's denied PUT and the droid's allowed PUT", func() bool {
+	harness.WaitFor(t, 10*time.Second, "l7 events for the tiefighter's denied PUT and the droid's allowed PUT", func() bool {
 		_, _, _ = request(tieHTTP, http.MethodPut, base+"/v1/exhaust-port")
 		_, _, _ = request(droidHTTP, http.MethodPut, base+"/v1/exhaust-port")
 		return l7.Seen(func(ev monitor.Event) bool {
@@ -153,7 +111,7 @@ func TestL7_StarWars(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy delete: %v\n%s", err, out)
 	}
-	waitFor(t, 15*time.Second, "the tiefighter's PUT to reach the deathstar after the policy is gone", func() bool {
+	harness.WaitFor(t, 15*time.Second, "the tiefighter's PUT to reach the deathstar after the policy is gone", func() bool {
 		status, _, _ := request(harness.HTTPClient(tieNS, 2*time.Second), http.MethodPut, base+"/v1/exhaust-port")
 		return status == http.StatusServiceUnavailable
 	})
