@@ -3,9 +3,12 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,31 +24,44 @@ import (
 
 type callerKey struct{}
 
-// callerFrom is the client cluster an interceptor authenticated.
-func callerFrom(ctx context.Context) string {
-	c, _ := ctx.Value(callerKey{}).(string)
+// caller is what authentication learned about a call. A Watch stream keeps it so that it can be
+// checked again while the stream lives: the token and the certificate are verified when the
+// stream opens, and a stream can outlive both.
+type caller struct {
+	cluster string
+	bearer  string
+	claims  *token.Claims
+	// certExpiry is when the client's certificate expires; the TLS layer checks it only at the
+	// handshake. (certs.CA.Issue never lets a certificate outlast its CA.)
+	certExpiry time.Time
+}
+
+// callerFrom is the caller an interceptor authenticated.
+func callerFrom(ctx context.Context) *caller {
+	c, _ := ctx.Value(callerKey{}).(*caller)
 	return c
 }
 
 // authenticate learns the calling cluster from the verified client certificate and checks the
 // call's access token against it. The error is a gRPC status, with the failure's reason for the
 // metrics.
-func (s *Server) authenticate(ctx context.Context) (string, error) {
+func (s *Server) authenticate(ctx context.Context) (*caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", s.refuse(codes.Unauthenticated, "no_peer", "no peer information on the call")
+		return nil, s.refuse(codes.Unauthenticated, "no_peer", "no peer information on the call")
 	}
 	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return "", s.refuse(codes.Unauthenticated, "no_tls", "the mesh API is served over mTLS only")
+		return nil, s.refuse(codes.Unauthenticated, "no_tls", "the mesh API is served over mTLS only")
 	}
 	id, err := meshtls.PeerID(tlsInfo.State)
 	if err != nil {
-		return "", s.refuse(codes.Unauthenticated, "certificate", err.Error())
+		return nil, s.refuse(codes.Unauthenticated, "certificate", err.Error())
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	bearer := strings.Join(md.Get(clustermesh.AuthorizationKey), "")
-	if _, err := s.opts.Verifier.Check(bearer, id.Cluster, token.ScopeRead); err != nil {
+	claims, err := s.opts.Verifier.Check(bearer, id.Cluster, token.ScopeRead)
+	if err != nil {
 		code, reason := codes.Unauthenticated, "invalid_token"
 		switch {
 		case errors.Is(err, token.ErrNoToken):
@@ -58,9 +74,100 @@ func (s *Server) authenticate(ctx context.Context) (string, error) {
 			code, reason = codes.PermissionDenied, "missing_scope"
 		}
 		s.log.Warn("mesh API call refused", "cluster", id.Cluster, "reason", reason, "error", err)
-		return "", s.refuse(code, reason, err.Error())
+		return nil, s.refuse(code, reason, err.Error())
 	}
-	return id.Cluster, nil
+	return &caller{cluster: id.Cluster, bearer: bearer, claims: claims, certExpiry: tlsInfo.State.PeerCertificates[0].NotAfter}, nil
+}
+
+// recheck verifies a stream's token again, as when it opened: with the verifier's clock and
+// leeway, and against the revocation list as it is now. It returns the status that ends the
+// stream, or nil while the token is still good.
+func (s *Server) recheck(c *caller) error {
+	err := s.tokens.check(c)
+	if err == nil {
+		return nil
+	}
+	reason, msg := "invalid_token", fmt.Sprintf("mesh access token no longer valid: %v", err)
+	switch {
+	case errors.Is(err, token.ErrRevoked):
+		reason, msg = "revoked", fmt.Sprintf("mesh access token revoked: token %s of cluster %s is on the revocation list", c.claims.ID, c.cluster)
+	case errors.Is(err, jwt.ErrTokenExpired):
+		reason, msg = "expired", fmt.Sprintf("mesh access token expired: token %s of cluster %s expired at %s",
+			c.claims.ID, c.cluster, c.claims.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	s.log.Warn("closing mesh Watch stream", "client", c.cluster, "token", c.claims.ID, "reason", reason, "error", err)
+	return s.refuse(codes.Unauthenticated, reason, msg+"; Watch stream closed")
+}
+
+// certificateExpired is the status that ends a stream when the client's certificate expires.
+func (s *Server) certificateExpired(c *caller) error {
+	s.log.Warn("closing mesh Watch stream", "client", c.cluster, "reason", "certificate_expired", "notAfter", c.certExpiry)
+	return s.refuse(codes.Unauthenticated, "certificate_expired", fmt.Sprintf("mesh client certificate expired: the certificate of cluster %s expired at %s; Watch stream closed",
+		c.cluster, c.certExpiry.UTC().Format(time.RFC3339)))
+}
+
+// tokenChecks re-verifies the tokens of open Watch streams. The agents of one client cluster
+// usually share a token, so a token is verified (an ECDSA signature check) at most once per
+// interval however many streams carry it.
+type tokenChecks struct {
+	verifier *token.Verifier
+	interval time.Duration
+
+	mu     sync.Mutex
+	tokens map[tokenKey]*tokenCheck
+}
+
+type tokenKey struct{ cluster, bearer string }
+
+type tokenCheck struct {
+	streams int // open streams carrying the token; the entry goes with the last
+	at      time.Time
+	err     error
+}
+
+func newTokenChecks(v *token.Verifier, interval time.Duration) *tokenChecks {
+	return &tokenChecks{verifier: v, interval: interval, tokens: map[tokenKey]*tokenCheck{}}
+}
+
+// hold registers a stream carrying c's token, which authenticate has just verified.
+func (t *tokenChecks) hold(c *caller) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := tokenKey{c.cluster, c.bearer}
+	tc, ok := t.tokens[k]
+	if !ok {
+		tc = &tokenCheck{at: time.Now()}
+		t.tokens[k] = tc
+	}
+	tc.streams++
+}
+
+func (t *tokenChecks) release(c *caller) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := tokenKey{c.cluster, c.bearer}
+	if tc := t.tokens[k]; tc != nil {
+		if tc.streams--; tc.streams <= 0 {
+			delete(t.tokens, k)
+		}
+	}
+}
+
+// check returns the result of the token's latest verification, verifying it again when that is
+// older than the interval. A token once refused stays refused.
+func (t *tokenChecks) check(c *caller) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tc := t.tokens[tokenKey{c.cluster, c.bearer}]
+	if tc == nil { // not held: verify without remembering
+		_, err := t.verifier.Check(c.bearer, c.cluster, token.ScopeRead)
+		return err
+	}
+	if tc.err == nil && time.Since(tc.at) >= t.interval {
+		_, tc.err = t.verifier.Check(c.bearer, c.cluster, token.ScopeRead)
+		tc.at = time.Now()
+	}
+	return tc.err
 }
 
 func (s *Server) refuse(code codes.Code, reason, msg string) error {
@@ -70,16 +177,16 @@ func (s *Server) refuse(code codes.Code, reason, msg string) error {
 
 // admit authenticates a call and charges it to its cluster's rate limit.
 func (s *Server) admit(ctx context.Context) (context.Context, error) {
-	cluster, err := s.authenticate(ctx)
+	c, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if !s.limits.allow(cluster) {
+	if !s.limits.allow(c.cluster) {
 		s.metrics.limited.WithLabelValues("rate").Inc()
 		return nil, status.Errorf(codes.ResourceExhausted, "rate limit: cluster %s may make %g calls per second (burst %d); retry later",
-			cluster, s.opts.RateLimit, s.opts.RateBurst)
+			c.cluster, s.opts.RateLimit, s.opts.RateBurst)
 	}
-	return context.WithValue(ctx, callerKey{}, cluster), nil
+	return context.WithValue(ctx, callerKey{}, c), nil
 }
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {

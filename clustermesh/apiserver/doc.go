@@ -12,7 +12,9 @@
 // Each client cluster is rate limited and may hold a bounded number of Watch streams. Each stream
 // has a bounded queue of changes waiting to be sent: a client that falls further behind is
 // disconnected with codes.ResourceExhausted ("client too slow") instead of growing the server's
-// memory. The server also writes the cluster's heartbeat key and, when elected among the
+// memory. A Watch stream is checked again while it lives: its token twice a second (expiry with
+// the verifier's leeway, the revocation list) and its client certificate's expiry; when either
+// stops being valid the stream ends with codes.Unauthenticated. The server also writes the cluster's heartbeat key and, when elected among the
 // replicas through etcd, runs the cluster's identity garbage collection (identity.GC).
 //
 // Starting a server in a test (the PKI and the token verifier come from certs and certs/token):

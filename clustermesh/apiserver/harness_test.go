@@ -77,11 +77,17 @@ func newPKI(t testing.TB) *testPKI {
 // source issues a certificate for cluster in role from ca and opens a Source on its files.
 func (p *testPKI) source(t testing.TB, ca *certs.CA, cluster string, role certs.Role) *meshtls.Source {
 	t.Helper()
-	is, err := ca.Issue(certs.IssueOptions{Cluster: cluster, Role: role})
+	return p.sourceWith(t, ca, certs.IssueOptions{Cluster: cluster, Role: role})
+}
+
+// sourceWith is source for a certificate issued with opts (a validity, say).
+func (p *testPKI) sourceWith(t testing.TB, ca *certs.CA, opts certs.IssueOptions) *meshtls.Source {
+	t.Helper()
+	is, err := ca.Issue(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	paths, err := is.Write(filepath.Join(p.dir, fmt.Sprintf("%s-%p", cluster, ca)), ca.CertPEM(), true)
+	paths, err := is.Write(filepath.Join(p.dir, fmt.Sprintf("%s-%p-%s", opts.Cluster, ca, is.Cert.SerialNumber)), ca.CertPEM(), true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "palisade_mesh_apiserver_auth_failures_total",
-			Help: "Calls refused by authentication or authorization, by reason.",
+			Help: "Calls refused by authentication or authorization, and Watch streams ended when their token or certificate stopped being valid, by reason.",
 		}, []string{"reason"}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "palisade_mesh_apiserver_limited_total",

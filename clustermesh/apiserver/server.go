@@ -40,6 +40,10 @@ const (
 	keepaliveTimeout = 10 * time.Second
 	// gracefulStop bounds how long Close waits for calls to finish before cutting them.
 	gracefulStop = 5 * time.Second
+	// tokenRecheck is how often an open Watch stream's access token is verified again, so that
+	// a revoked or expired token stops the stream within about a second (the revocation list
+	// itself is re-read at most once a second).
+	tokenRecheck = 500 * time.Millisecond
 )
 
 // Server serves the Mesh API of one cluster. Create it with New, serve with Run, stop with Close
@@ -53,6 +57,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	limits  *limits
+	tokens  *tokenChecks
 	view    *view
 	ln      net.Listener
 	grpc    *grpc.Server
@@ -108,6 +113,7 @@ func New(ctx context.Context, kv *kvstore.Client, opts Options) (*Server, error)
 		log:       log,
 		metrics:   m,
 		limits:    newLimits(opts),
+		tokens:    newTokenChecks(opts.Verifier, tokenRecheck),
 		view:      newView(log),
 		ln:        ln,
 		runDone:   make(chan struct{}),
@@ -290,7 +296,10 @@ func (s *Server) Watch(req *apiv1.MeshWatchRequest, stream grpc.ServerStreamingS
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	cluster := callerFrom(ctx)
+	c := callerFrom(ctx)
+	cluster := c.cluster
+	s.tokens.hold(c)
+	defer s.tokens.release(c)
 	ok, first := s.limits.openStream(cluster)
 	if !ok {
 		s.metrics.limited.WithLabelValues("streams").Inc()
@@ -338,15 +347,29 @@ func (s *Server) Watch(req *apiv1.MeshWatchRequest, stream grpc.ServerStreamingS
 		defer s.senders.Done()
 		sent <- s.send(ctx, stream, sub, snapshot, releaseSlot)
 	}()
-	select {
-	case err := <-sent:
-		return err
-	case <-sub.tooSlow:
-		s.metrics.slowDisconnect.Inc()
-		log.Warn("disconnecting slow mesh client", "queueLength", s.opts.SendQueueLength)
-		return status.Errorf(codes.ResourceExhausted, "client too slow: more than %d changes waiting to be sent; reconnect to resync", s.opts.SendQueueLength)
-	case <-s.ctx.Done():
-		return status.Error(codes.Unavailable, "mesh API server is shutting down")
+	// The token and the certificate were checked when the stream opened; the stream may live for
+	// days, so it ends when either stops being good.
+	recheck := time.NewTicker(tokenRecheck)
+	defer recheck.Stop()
+	certExpired := time.NewTimer(time.Until(c.certExpiry))
+	defer certExpired.Stop()
+	for {
+		select {
+		case err := <-sent:
+			return err
+		case <-sub.tooSlow:
+			s.metrics.slowDisconnect.Inc()
+			log.Warn("disconnecting slow mesh client", "queueLength", s.opts.SendQueueLength)
+			return status.Errorf(codes.ResourceExhausted, "client too slow: more than %d changes waiting to be sent; reconnect to resync", s.opts.SendQueueLength)
+		case <-s.ctx.Done():
+			return status.Error(codes.Unavailable, "mesh API server is shutting down")
+		case <-recheck.C:
+			if err := s.recheck(c); err != nil {
+				return err
+			}
+		case <-certExpired.C:
+			return s.certificateExpired(c)
+		}
 	}
 }
 

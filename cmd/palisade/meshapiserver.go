@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -195,10 +196,20 @@ func applyFlagFile(fs *pflag.FlagSet, path string) error {
 			items = []any{values[name]}
 		}
 		for _, v := range items {
-			if err := fs.Set(name, fmt.Sprint(v)); err != nil {
+			if err := fs.Set(name, flagValue(v)); err != nil {
 				return fmt.Errorf("--config %s: %s: %w", path, name, err)
 			}
 		}
 	}
 	return nil
+}
+
+// flagValue renders a YAML value as the command line would spell it. YAML numbers decode as
+// float64, which fmt prints in exponent form from a million on: "1e+06", which an integer flag
+// refuses.
+func flagValue(v any) string {
+	if f, ok := v.(float64); ok {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
 }

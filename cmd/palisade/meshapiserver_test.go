@@ -143,6 +143,9 @@ func TestMeshAPIServerCommand_ConfigFile(t *testing.T) {
 		{"unknown key", []string{"--config", write("b.yaml", "cluster-nmae: cluster1")}, `unknown setting "cluster-nmae"`},
 		{"bad value", []string{"--config", write("c.yaml", "cluster-name: cluster1", "cluster-id: many")}, "cluster-id"},
 		{"required", []string{"--config", write("d.yaml")}, "--cluster-name is required"},
+		// Reaching the cluster check means the large number was taken.
+		{"large number", []string{"--config", write("e.yaml", "cluster-name: cluster1", "cluster-id: 7", "send-queue-length: 1000000")},
+			`holds cluster "cluster1" with ID 1, but this server is configured for cluster "cluster1" with ID 7`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := runPalisade(t, append([]string{"mesh-apiserver"}, tc.args...)...)
