@@ -77,10 +77,9 @@ func New(opts Options) (*Client, error) {
 		tls:       tlsCfg,
 		token:     tok,
 		reselect:  make(chan struct{}, 1),
-		delivered: viewOf(opts.Initial),
+		delivered: newView(),
 		status:    Status{Cluster: cfg.Name, Address: cfg.Address},
 	}
-	c.status.Identities, c.status.IPCache, c.status.Nodes = len(c.delivered.identities), len(c.delivered.ipcache), len(c.delivered.nodes)
 	return c, nil
 }
 
@@ -88,7 +87,7 @@ func New(opts Options) (*Client, error) {
 func (c *Client) Name() string { return c.opts.Config.Name }
 
 // Delivered returns what the consumer holds from this client, as upserts: a replacing client
-// takes it as its Options.Initial. Call it only after Run returned.
+// takes it from its Options.Initial. Call it only after Run returned.
 func (c *Client) Delivered() Changes { return c.delivered.changes() }
 
 // Config is the configuration the client was made with.
@@ -158,6 +157,12 @@ func (c *Client) Run(ctx context.Context) error {
 		MaxInterval:         c.opts.MaxBackoff,
 	}
 	bo.Reset()
+	if c.opts.Initial != nil {
+		c.delivered = viewOf(c.opts.Initial())
+		c.updateStatus(func(s *Status) {
+			s.Identities, s.IPCache, s.Nodes = len(c.delivered.identities), len(c.delivered.ipcache), len(c.delivered.nodes)
+		})
+	}
 	var (
 		cur         *attempt
 		startNow    = true

@@ -120,3 +120,37 @@ func TestClient_SelectorsBeyondTheServerLimitsFallBackToAFullWatch(t *testing.T)
 		})
 	}
 }
+
+func TestClient_InitialViewIsDiffedAndGoesStale(t *testing.T) {
+	mesh := remotetest.NewMesh(t)
+	c2 := mesh.StartCluster(t, "cluster2", 2)
+	populate(c2)
+	first, rec := startClient(t, c2.RemoteConfig("cluster1", t.TempDir()), nil)
+	waitState(t, rec, "identity/131372", "identity/131373", "ipcache/10.2.1.10/32=131372", "ipcache/10.2.1.11/32=131373", "node/n1")
+	eventually(t, "sync", func() bool { return first.Status().Synced })
+	held := first.Delivered() // read while it runs only because nothing changes meanwhile
+	c2.DeleteEndpoint("10.2.1.11/32")
+
+	t.Run("a reachable cluster gets only the differences", func(t *testing.T) {
+		n := rec.batchCount()
+		client, _ := startClient(t, c2.RemoteConfig("cluster1", t.TempDir()), func(o *remote.Options) {
+			o.Consumer, o.Initial = rec, func() remote.Changes { return held }
+		})
+		eventually(t, "sync", func() bool { return client.Status().Synced })
+		if got, want := delivered(rec.batchesSince(n)), []string{"-ipcache/10.2.1.11/32"}; !slices.Equal(got, want) {
+			t.Fatalf("first sync delivered %v, want only the difference %v", got, want)
+		}
+	})
+	t.Run("an unreachable cluster's entries go stale and are withdrawn", func(t *testing.T) {
+		gone := newRecorder()
+		gone.Apply(held)
+		cfg := c2.RemoteConfig("cluster1", t.TempDir())
+		cfg.Address = "127.0.0.1:1"
+		client, _ := startClient(t, cfg, func(o *remote.Options) {
+			o.Consumer, o.Initial, o.StaleGrace = gone, func() remote.Changes { return held }, 300*time.Millisecond
+		})
+		eventually(t, "stale", func() bool { st := client.Status(); return st.Stale && st.Identities == 2 })
+		waitState(t, gone)
+		gone.checkNoProblems(t)
+	})
+}

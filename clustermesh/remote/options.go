@@ -44,11 +44,11 @@ type Options struct {
 	// delivered before stays (and goes stale as after any loss of the connection). Defaults
 	// DefaultMaxIdentities, DefaultMaxIPCache and DefaultMaxNodes.
 	MaxIdentities, MaxIPCache, MaxNodes int
-	// Initial is what the consumer already holds from this remote cluster (the previous client's
-	// Delivered, when its configuration changed): the first sync delivers only the differences
-	// from it, and it goes stale and is withdrawn like anything the client delivered itself.
-	// Only upserts are read.
-	Initial Changes
+	// Initial, when set, returns what the consumer already holds from this remote cluster (the
+	// previous client's Delivered, when its configuration changed); Run calls it once, first. The
+	// first sync then delivers only the differences from it, and it goes stale and is withdrawn
+	// like anything the client delivered itself. Only upserts are read.
+	Initial func() Changes
 }
 
 // Defaults of Options.
