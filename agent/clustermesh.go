@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/palisade-mesh/palisade/clustermesh"
@@ -74,6 +75,14 @@ type remoteCluster struct {
 	done      chan struct{}
 	configErr string       // why the file as it is now is not in use
 	info      *remote.Info // what it said it is when last accepted (see check)
+	// claim is set by check when it accepts the cluster and cleared when that client's Run has
+	// returned: from acceptance on, the cluster's name and ID are taken, before it is connected.
+	claim *claimToken
+
+	// held counts the entries this remote cluster holds in the agent (imported), refreshed after
+	// each batch and after a withdrawal; holdsClaim reads it under clusterMesh.mu, which must
+	// never wait for imported.mu (claimPrefix takes clusterMesh.mu under imported.mu).
+	held atomic.Int64
 
 	synced     chan struct{} // closed at its first sync
 	syncedOnce sync.Once
@@ -205,6 +214,10 @@ func (m *clusterMesh) load(ctx context.Context, name, path string) {
 		cfg    clustermesh.RemoteConfig
 		client *remote.Client
 	)
+	m.mu.Lock()
+	previous := rc.client
+	m.mu.Unlock()
+	token := &claimToken{cluster: name}
 	if err == nil {
 		cfg, err = clustermesh.LoadRemoteConfig(path)
 	}
@@ -215,7 +228,7 @@ func (m *clusterMesh) load(ctx context.Context, name, path string) {
 		return
 	}
 	if err == nil {
-		client, err = remote.New(m.clientOptions(rc, cfg))
+		client, err = remote.New(m.clientOptions(rc, cfg, previous, token))
 	}
 	m.mu.Lock()
 	if err != nil {
@@ -239,9 +252,6 @@ func (m *clusterMesh) load(ctx context.Context, name, path string) {
 	} else {
 		m.opts.log.Info("remote cluster configured", "cluster", name, "address", cfg.Address)
 	}
-	// The new client delivers its first complete state as upserts; whatever the previous client
-	// imported and is not in it goes then, so nothing is withdrawn before its replacement is known.
-	rc.imported.setReconcileAtSync(running)
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	m.mu.Lock()
@@ -250,23 +260,53 @@ func (m *clusterMesh) load(ctx context.Context, name, path string) {
 	go func() {
 		defer close(done)
 		_ = client.Run(cctx)
+		m.mu.Lock()
+		if rc.claim == token {
+			rc.claim = nil
+		}
+		m.mu.Unlock()
 	}()
 }
 
-func (m *clusterMesh) clientOptions(rc *remoteCluster, cfg clustermesh.RemoteConfig) remote.Options {
+// clientOptions makes the options of a remote cluster's client. A client replacing previous
+// (the file changed) starts from what previous delivered, so its first sync delivers only the
+// differences and, should it never sync, those entries go stale and are withdrawn as usual.
+func (m *clusterMesh) clientOptions(rc *remoteCluster, cfg clustermesh.RemoteConfig, previous *remote.Client, token *claimToken) remote.Options {
 	opts := remote.Options{
-		Config:     cfg,
-		Consumer:   &meshConsumer{m: m, rc: rc},
-		Selectors:  m.selectors(rc.name),
-		Check:      m.check(rc.name),
+		Config:    cfg,
+		Consumer:  &countingConsumer{next: &meshConsumer{m: m, rc: rc}, rc: rc},
+		Selectors: m.selectors(rc.name),
+		Check: func(info remote.Info) error {
+			return m.check(rc, token, info)
+		},
 		Layout:     m.opts.layout,
 		StaleGrace: m.opts.staleGrace,
 		Logger:     m.opts.log,
+	}
+	if previous != nil {
+		// Run of the new client starts after previous's Run returned (load waits for it).
+		opts.Initial = previous.Delivered
 	}
 	if m.opts.clientOptions != nil {
 		m.opts.clientOptions(&opts)
 	}
 	return opts
+}
+
+// countingConsumer keeps remoteCluster.held up to date after each batch.
+type countingConsumer struct {
+	next remote.Consumer
+	rc   *remoteCluster
+}
+
+func (c *countingConsumer) Apply(ch remote.Changes) {
+	c.next.Apply(ch)
+	c.rc.recount()
+}
+
+func (rc *remoteCluster) recount() {
+	ids, ips, nodes := rc.imported.counts()
+	rc.held.Store(int64(ids + ips + nodes))
 }
 
 // noRemoteIdentity selects no identity of a remote cluster (each carries the cluster label): the
@@ -286,51 +326,48 @@ func (m *clusterMesh) selectors(name string) func() [][]api.Requirement {
 	}
 }
 
-// check refuses a remote cluster whose name or ID is this cluster's or another connected remote
-// cluster's. Accepting records what it said, under the same lock, so two remote clusters
-// connecting at once with the same ID cannot both pass.
-func (m *clusterMesh) check(name string) func(remote.Info) error {
-	return func(info remote.Info) error {
-		if info.Cluster == m.opts.localName {
-			return fmt.Errorf("cluster %q (ID %d) has the name of this cluster %q (ID %d): cluster names must be unique in the mesh", info.Cluster, info.ClusterID, m.opts.localName, m.opts.localID)
-		}
-		if info.ClusterID == m.opts.localID {
-			return fmt.Errorf("cluster %q (ID %d) clashes with this cluster %q (ID %d): cluster IDs must be unique in the mesh", info.Cluster, info.ClusterID, m.opts.localName, m.opts.localID)
-		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		names := make([]string, 0, len(m.remotes))
-		for other := range m.remotes {
-			names = append(names, other)
-		}
-		slices.Sort(names)
-		for _, other := range names {
-			orc := m.remotes[other]
-			if other == name || orc.info == nil || !orc.holdsClaim() {
-				continue
-			}
-			if orc.info.ClusterID == info.ClusterID {
-				return fmt.Errorf("cluster %q (ID %d) clashes with connected cluster %q (ID %d): cluster IDs must be unique in the mesh", info.Cluster, info.ClusterID, orc.info.Cluster, orc.info.ClusterID)
-			}
-			if orc.info.Cluster == info.Cluster {
-				return fmt.Errorf("cluster %q (ID %d) clashes with connected cluster %q (ID %d) configured in %s: cluster names must be unique in the mesh", info.Cluster, info.ClusterID, orc.info.Cluster, orc.info.ClusterID, orc.file)
-			}
-		}
-		if rc, ok := m.remotes[name]; ok {
-			rc.info = &info
-		}
-		return nil
+// claimToken identifies one client's claim on its cluster's name and ID (see check).
+type claimToken struct{ cluster string }
+
+// check refuses a remote cluster whose name or ID is this cluster's or another remote cluster's
+// that holds a claim. Accepting records what it said and the claim of the client asking (token),
+// under the same lock, so two remote clusters connecting at once with the same ID cannot both
+// pass.
+func (m *clusterMesh) check(rc *remoteCluster, token *claimToken, info remote.Info) error {
+	if info.Cluster == m.opts.localName {
+		return fmt.Errorf("cluster %q (ID %d) has the name of this cluster %q (ID %d): cluster names must be unique in the mesh", info.Cluster, info.ClusterID, m.opts.localName, m.opts.localID)
 	}
+	if info.ClusterID == m.opts.localID {
+		return fmt.Errorf("cluster %q (ID %d) clashes with this cluster %q (ID %d): cluster IDs must be unique in the mesh", info.Cluster, info.ClusterID, m.opts.localName, m.opts.localID)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make([]string, 0, len(m.remotes))
+	for other := range m.remotes {
+		names = append(names, other)
+	}
+	slices.Sort(names)
+	for _, other := range names {
+		orc := m.remotes[other]
+		if orc == rc || orc.info == nil || !orc.holdsClaim() {
+			continue
+		}
+		if orc.info.ClusterID == info.ClusterID {
+			return fmt.Errorf("cluster %q (ID %d) clashes with connected cluster %q (ID %d): cluster IDs must be unique in the mesh", info.Cluster, info.ClusterID, orc.info.Cluster, orc.info.ClusterID)
+		}
+		if orc.info.Cluster == info.Cluster {
+			return fmt.Errorf("cluster %q (ID %d) clashes with connected cluster %q (ID %d) configured in %s: cluster names must be unique in the mesh", info.Cluster, info.ClusterID, orc.info.Cluster, orc.info.ClusterID, orc.file)
+		}
+	}
+	rc.info, rc.claim = &info, token
+	return nil
 }
 
 // holdsClaim reports whether a remote cluster still counts as connected for the uniqueness
-// check: connected now, or its entries are still in force. Called with clusterMesh.mu held.
+// check: a client of it was accepted and is still running, or its entries are still in force.
+// Called with clusterMesh.mu held.
 func (rc *remoteCluster) holdsClaim() bool {
-	if rc.client == nil {
-		return false
-	}
-	st := rc.client.Status()
-	return st.Connected || st.Identities+st.IPCache+st.Nodes > 0
+	return rc.claim != nil || rc.held.Load() > 0
 }
 
 // remove stops a remote cluster whose file went away and withdraws everything it imported. It
@@ -345,6 +382,7 @@ func (m *clusterMesh) remove(rc *remoteCluster) {
 		<-done
 	}
 	m.withdraw(rc)
+	rc.recount()
 	m.mu.Lock()
 	if m.remotes[rc.name] == rc {
 		delete(m.remotes, rc.name)

@@ -473,3 +473,90 @@ func TestClusterMesh_RemoteMayNotClaimLocalAddresses(t *testing.T) {
 		t.Fatalf("a remote node routes local addresses: %v", cidrs)
 	}
 }
+
+func TestClusterMesh_ChangedConfigThatNeverSyncsGoesStaleAndKeepsTheClaim(t *testing.T) {
+	m := remotetest.NewMesh(t)
+	c2 := m.NewCluster(t, "cluster2", 2)
+	a, b := populate(c2)
+	c2.Start()
+	c4 := m.StartCluster(t, "cluster4", 2)
+	h := startMesh(t, func(o *meshOptions) { o.staleGrace = 2 * time.Second; o.fullWatch = true })
+	close(h.ready)
+	cfg := h.connect(c2)
+	h.waitStatus("synced", "cluster2", func(s *remoteStatusView) bool { return s.Synced && s.Identities == 2 })
+	full := []string{"identity/" + a.String(), "identity/" + b.String(), "ipcache/10.2.1.10/32=" + a.String(), "ipcache/10.2.1.11/32=" + b.String(), "route/cluster2/n1 via 10.99.2.1"}
+	h.waitState([]identity.ID{a, b}, full...)
+
+	// The new configuration names an address nothing listens on: what cluster2 delivered stays
+	// for the grace period, as after any loss of the connection, and then goes.
+	cfg.Address = "127.0.0.1:1"
+	if _, err := clustermesh.WriteRemoteConfig(h.dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStatus("stale under the new configuration", "cluster2", func(s *remoteStatusView) bool {
+		return s.Stale && s.Identities == 2 && strings.Contains(s.LastError, "127.0.0.1:1")
+	})
+	// Meanwhile its ID stays taken.
+	h.connect(c4)
+	h.waitStatus("cluster4 refused", "cluster4", func(s *remoteStatusView) bool {
+		return strings.Contains(s.LastError, `cluster "cluster4" (ID 2) clashes with connected cluster "cluster2" (ID 2)`)
+	})
+	if st := h.remoteStatus("cluster4"); st.Connected || st.Identities != 0 {
+		t.Fatalf("cluster4 imported while cluster2's entries are in force: %+v", st)
+	}
+	h.waitState([]identity.ID{a, b})
+	h.waitStatus("cluster4 accepted once cluster2's entries are gone", "cluster4", func(s *remoteStatusView) bool { return s.Synced })
+}
+
+func TestClusterMesh_ClustersWithOneIDStartingTogetherAreNotBothAccepted(t *testing.T) {
+	m := remotetest.NewMesh(t)
+	c2 := m.StartCluster(t, "cluster2", 2)
+	c4 := m.StartCluster(t, "cluster4", 2)
+	var (
+		mu      sync.Mutex
+		first   = map[string]error{}
+		checked = map[string]chan struct{}{"cluster2": make(chan struct{}), "cluster4": make(chan struct{})}
+	)
+	other := map[string]string{"cluster2": "cluster4", "cluster4": "cluster2"}
+	h := startMesh(t, func(o *meshOptions) {
+		o.fullWatch = true
+		o.clientOptions = func(opts *remote.Options) {
+			opts.MinBackoff, opts.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
+			name, check := opts.Config.Name, opts.Check
+			opts.Check = func(info remote.Info) error {
+				err := check(info)
+				mu.Lock()
+				_, seen := first[name]
+				if !seen {
+					first[name] = err
+					close(checked[name])
+				}
+				mu.Unlock()
+				if err == nil && !seen {
+					// Hold the accepted one before it is connected until the other was checked:
+					// the window in which a claim based on the connection state is not yet taken.
+					select {
+					case <-checked[other[name]]:
+					case <-time.After(10 * time.Second):
+					}
+				}
+				return err
+			}
+		}
+	})
+	h.connect(c2)
+	h.connect(c4)
+	close(h.ready)
+	for _, c := range checked {
+		select {
+		case <-c:
+		case <-time.After(15 * time.Second):
+			t.Fatal("a cluster was never checked")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if (first["cluster2"] == nil) == (first["cluster4"] == nil) {
+		t.Fatalf("first checks: cluster2 %v, cluster4 %v; want exactly one accepted", first["cluster2"], first["cluster4"])
+	}
+}
