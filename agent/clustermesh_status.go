@@ -41,6 +41,10 @@ func (m *clusterMesh) status() *apiv1.ClusterMeshStatusResponse {
 			}
 			rs.LastSync, rs.TokenExpiry, rs.StaleUntil = timestamp(st.LastSync), timestamp(st.TokenExpiry), timestamp(st.StaleUntil)
 			rs.Selectors, rs.Rejected = uint32(st.Selectors), st.Rejected
+			if rs.LastError == "" {
+				// Selectors beyond the mesh API's limits: the watch fell back to a full one.
+				rs.LastError = st.SelectorsWarning
+			}
 			if st.Info != nil {
 				rs.ClusterId, rs.Version = st.Info.ClusterID, st.Info.Version
 			}
@@ -83,6 +87,9 @@ func (m *clusterMesh) summary() (*apiv1.ComponentStatus, []*apiv1.ComponentStatu
 		case c.Synced:
 			synced++
 			comp.Message = fmt.Sprintf("synced, %d identities, %d endpoints, %d nodes", c.Identities, c.Endpoints, c.Nodes)
+			if c.LastError != "" {
+				comp.Message += "; " + c.LastError
+			}
 		case c.Stale:
 			comp.Message = fmt.Sprintf("disconnected, %d identities and %d endpoints stale until %s: %s", c.Identities, c.Endpoints, c.StaleUntil.AsTime().Format(time.RFC3339), c.LastError)
 		case c.Connected:

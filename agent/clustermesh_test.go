@@ -460,12 +460,13 @@ func TestClusterMesh_RemoteMayNotClaimLocalAddresses(t *testing.T) {
 	c2.PutEndpoint("10.1.1.7/32", id, "n1") // inside the local pod CIDR 10.1.1.0/24
 	c2.PutEndpoint("10.2.1.7/32", id, "n1")
 	c2.PutNode("n1", "10.99.2.1", "10.1.1.0/24")
+	c2.PutNode("n2", "10.99.2.2", "10.2.1.0/24")
 	c2.Start()
 	h := startMesh(t, func(o *meshOptions) { o.fullWatch = true })
 	close(h.ready)
 	h.connect(c2)
 	h.waitStatus("synced", "cluster2", func(s *remoteStatusView) bool { return s.Synced })
-	h.waitState([]identity.ID{id}, "identity/"+id.String(), "ipcache/10.2.1.7/32="+id.String(), "route/cluster2/n1 via 10.99.2.1")
+	h.waitState([]identity.ID{id}, "identity/"+id.String(), "ipcache/10.2.1.7/32="+id.String(), "route/cluster2/n1 via 10.99.2.1", "route/cluster2/n2 via 10.99.2.2")
 	h.sink.mu.Lock()
 	cidrs := h.sink.routes["cluster2/n1"].PodCIDRs
 	h.sink.mu.Unlock()
@@ -558,5 +559,25 @@ func TestClusterMesh_ClustersWithOneIDStartingTogetherAreNotBothAccepted(t *test
 	defer mu.Unlock()
 	if (first["cluster2"] == nil) == (first["cluster4"] == nil) {
 		t.Fatalf("first checks: cluster2 %v, cluster4 %v; want exactly one accepted", first["cluster2"], first["cluster4"])
+	}
+}
+
+func TestClusterMesh_SelectorsBeyondTheMeshAPILimitsShowInStatus(t *testing.T) {
+	m := remotetest.NewMesh(t)
+	c2 := m.NewCluster(t, "cluster2", 2)
+	a, b := populate(c2)
+	c2.Start()
+	many := make([][]api.Requirement, clustermesh.MaxSelectors+1)
+	for i := range many {
+		many[i] = []api.Requirement{{Source: identity.SourceAny, Key: "app", Op: api.OpIn, Values: []string{fmt.Sprint("v", i)}}}
+	}
+	h := startMesh(t, func(o *meshOptions) { o.selectorsFor = func(string) [][]api.Requirement { return many } })
+	close(h.ready)
+	h.connect(c2)
+	h.waitStatus("synced with a full watch", "cluster2", func(s *remoteStatusView) bool { return s.Synced && s.Identities == 2 })
+	h.waitState([]identity.ID{a, b}, "identity/"+a.String(), "identity/"+b.String(), "ipcache/10.2.1.10/32="+a.String(), "ipcache/10.2.1.11/32="+b.String(), "route/cluster2/n1 via 10.99.2.1")
+	_, per := h.mesh.summary()
+	if len(per) != 1 || !strings.Contains(per[0].Message, "watching everything: the selectors exceed the mesh API's limits: 4097 selectors") {
+		t.Fatalf("status does not show the fallback to a full watch: %v", per)
 	}
 }
