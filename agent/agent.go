@@ -221,7 +221,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	goFn("identities", a.watchIdentities)
 	goFn("policies", a.watchPolicies)
 	goFn("regenerate", a.regenerateLoop)
-	goFn("clustermesh", func(ctx context.Context) { a.mesh.run(ctx, a.policy.policiesSynced) })
+	goFn("clustermesh", func(ctx context.Context) {
+		// Remote pod CIDRs and ipcache entries are checked against the local nodes' pod CIDRs:
+		// not before the node registry has listed them.
+		if a.routes.waitRegistrySynced(ctx) == nil {
+			a.mesh.run(ctx, a.policy.policiesSynced)
+		}
+	})
 	goFn("events", a.forwardEvents)
 	goFn("conntrack-gc", func(ctx context.Context) { a.dp.Conntrack().RunGC(ctx, 30*time.Second) })
 	if a.cfg.MetricsAddr != "" {

@@ -57,3 +57,5 @@ func (s agentMeshSink) isLocalRange(p netip.Prefix) bool {
 	}
 	return false
 }
+
+func (s agentMeshSink) hostRanges() (hostRanges, error) { return readHostRanges() }

@@ -49,6 +49,7 @@ func (m *clusterMesh) status() *apiv1.ClusterMeshStatusResponse {
 				rs.ClusterId, rs.Version = st.Info.ClusterID, st.Info.Version
 			}
 		}
+		rs.Rejected += s.rc.imported.refused()
 		out.Clusters = append(out.Clusters, rs)
 	}
 	return out
