@@ -164,17 +164,18 @@ func (m *clusterMesh) applyLocked(cluster string, im *imported, ch remote.Change
 		m.sink.updateIdentities(ch.Identities, nil)
 	}
 
-	var host *hostRanges // read once per batch, when a node needs it
+	var (
+		host    hostRanges // read once per batch, when a node needs it
+		hostErr error
+		read    bool
+	)
 	cidrsGained, cidrsLost := false, false
 	for _, n := range ch.Nodes {
-		if host == nil {
-			h, err := m.sink.hostRanges()
-			if err != nil {
-				log.Error("read this node's addresses and routes; remote pod CIDRs are checked against what was read", "error", err)
-			}
-			host = &h
+		if !read {
+			host, hostErr = m.sink.hostRanges()
+			read = true
 		}
-		gained, lost := m.setNodeCIDRs(cluster, im, n.Name, m.acceptNode(cluster, im, n, *host, log), log)
+		gained, lost := m.setNodeCIDRs(cluster, im, n.Name, m.acceptNode(im, n, host, hostErr, log), log)
 		cidrsGained, cidrsLost = cidrsGained || gained, cidrsLost || lost
 		n.PodCIDRs = im.nodes[n.Name]
 		if err := m.sink.setRoute(routeName(cluster, n.Name), cluster, n); err != nil {
@@ -270,15 +271,20 @@ func (m *clusterMesh) dropIPCache(cluster string, im *imported, p netip.Prefix, 
 }
 
 // acceptNode returns the pod CIDRs of a remote node that may be routed through it. A node whose
-// address is this node's own, a loopback or a local pod address gets none; a CIDR is refused when
-// it is not IPv4, shorter than /8, reserved, overlaps a local pod CIDR, an address or a route of
-// this node (other than the default route and one through the same node), or a pod CIDR another
-// remote cluster holds (setNodeCIDRs). Each refusal is logged and counted.
-func (m *clusterMesh) acceptNode(cluster string, im *imported, n remote.Node, host hostRanges, log *slog.Logger) []netip.Prefix {
+// address is this node's own, a loopback or a local pod address gets none, and so does every node
+// while this node's addresses and routes cannot be read (hostErr); a CIDR is refused when it is
+// not IPv4, shorter than /8, reserved, or overlaps a local pod CIDR, an address or a route of
+// this node (other than the default route and one to that CIDR through the same node). Each
+// refusal is logged and counted; setNodeCIDRs refuses CIDRs of other remote clusters.
+func (m *clusterMesh) acceptNode(im *imported, n remote.Node, host hostRanges, hostErr error, log *slog.Logger) []netip.Prefix {
 	if len(n.PodCIDRs) == 0 {
 		return nil
 	}
-	if err := m.checkGateway(n, host); err != nil {
+	err := m.checkGateway(n, host)
+	if hostErr != nil {
+		err = fmt.Errorf("cannot check its pod CIDRs: %w", hostErr)
+	}
+	if err != nil {
 		im.rejected++
 		log.Warn("refusing a remote node's routes", "node", n.Name, "error", err)
 		return nil
@@ -348,9 +354,10 @@ func (m *clusterMesh) checkPodCIDR(p netip.Prefix, via netip.Addr, host hostRang
 	return nil
 }
 
-// setNodeCIDRs replaces the accepted pod CIDRs of a remote node in the cluster's bookkeeping, and reports whether the cluster gained or lost a CIDR. A new CIDR overlapping one
-// another remote cluster holds is refused: checking and claiming under one lock, two clusters
-// announcing the same range at once cannot both get it.
+// setNodeCIDRs replaces the accepted pod CIDRs of a remote node in the cluster's bookkeeping and
+// reports whether the cluster gained or lost a CIDR. A new CIDR overlapping one another remote
+// cluster holds is refused: checked and claimed under one lock, so that two clusters announcing
+// one range at once cannot both get it.
 func (m *clusterMesh) setNodeCIDRs(cluster string, im *imported, node string, cidrs []netip.Prefix, log *slog.Logger) (gained, lost bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -19,10 +19,11 @@ func (s *meshTestSink) hostRanges() (hostRanges, error) { return hostRanges{}, n
 type importSink struct {
 	*meshTestSink
 	host       hostRanges
+	hostErr    error
 	failUpsert map[netip.Prefix]bool
 }
 
-func (s *importSink) hostRanges() (hostRanges, error) { return s.host, nil }
+func (s *importSink) hostRanges() (hostRanges, error) { return s.host, s.hostErr }
 
 func (s *importSink) upsertIPCache(p netip.Prefix, id identity.ID) error {
 	if s.failUpsert[p] {
@@ -267,5 +268,22 @@ func TestMeshImport_FailedIPCacheWriteReleasesTheClaim(t *testing.T) {
 	}
 	if _, ips, _ := c2.rc.imported.counts(); ips != 0 {
 		t.Fatalf("a failed write counts as %d imported entries", ips)
+	}
+}
+
+// While this node's routes cannot be read nothing remote is routed: what it would overlap is
+// unknown.
+func TestMeshImport_NoRoutesWhileTheNodesRoutesAreUnreadable(t *testing.T) {
+	m, sink := newImportMesh(t)
+	sink.hostErr = errors.New("netlink dump interrupted")
+	c2 := m.testConsumer("cluster2")
+	c2.Apply(remote.Changes{Nodes: []remote.Node{node("n1", "10.99.2.1", "10.2.1.0/24")}, IPCache: []remote.IPCacheEntry{entry("10.2.1.10/32", 2<<16|300)}})
+	if got := sink.routed("cluster2/n1"); len(got) != 0 || len(sink.ipcacheEntries()) != 0 {
+		t.Fatalf("routed %v and wrote %v without knowing this node's routes", got, sink.ipcacheEntries())
+	}
+	sink.hostErr = nil
+	c2.Apply(remote.Changes{Nodes: []remote.Node{node("n1", "10.99.2.1", "10.2.1.0/24")}})
+	if got := sink.routed("cluster2/n1"); !slices.Equal(got, []string{"10.2.1.0/24"}) || len(sink.ipcacheEntries()) != 1 {
+		t.Fatalf("once readable: routed %v, ipcache %v", got, sink.ipcacheEntries())
 	}
 }
