@@ -287,3 +287,27 @@ func TestMeshImport_NoRoutesWhileTheNodesRoutesAreUnreadable(t *testing.T) {
 		t.Fatalf("once readable: routed %v, ipcache %v", got, sink.ipcacheEntries())
 	}
 }
+
+// The agent's local ranges: its own and the other local nodes' pod CIDRs and addresses, never a
+// remote node's.
+func TestAgentMeshSink_LocalRangesAreTheLocalNodesPodCIDRsAndAddresses(t *testing.T) {
+	r := newNodeRoutes("self", remotetest.Quiet())
+	r.byNode["n2"], r.vias["n2"] = []netip.Prefix{netip.MustParsePrefix("10.1.2.0/24")}, netip.MustParseAddr("192.168.50.2")
+	r.byNode["cluster2/n1"], r.vias["cluster2/n1"] = []netip.Prefix{netip.MustParsePrefix("10.2.1.0/24")}, netip.MustParseAddr("192.168.60.1")
+	sink := agentMeshSink{&Agent{cfg: Config{PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), NodeIP: netip.MustParseAddr("192.168.50.1")}, routes: r}}
+	for p, want := range map[string]bool{
+		"10.1.1.7/32":     true, // this node's pods
+		"10.1.0.0/16":     true,
+		"10.1.2.0/25":     true, // another local node's pods
+		"192.168.50.1/32": true, // this node
+		"192.168.50.2/32": true, // another local node
+		"192.168.50.0/24": true,
+		"10.2.1.0/24":     false, // a remote node's pods
+		"192.168.60.1/32": false, // a remote node
+		"10.3.0.0/16":     false,
+	} {
+		if got := sink.isLocalRange(netip.MustParsePrefix(p)); got != want {
+			t.Errorf("isLocalRange(%s) = %v, want %v", p, got, want)
+		}
+	}
+}

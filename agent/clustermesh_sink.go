@@ -36,10 +36,10 @@ func (s agentMeshSink) setRoute(name, cluster string, n remote.Node) error {
 
 func (s agentMeshSink) removeRoute(name string) { s.a.routes.removeNode(name) }
 
-// isLocalRange: this node's pod CIDR and those of the cluster's other nodes (remote nodes are
-// routed under "<cluster>/<node>" names, local ones under plain names).
+// isLocalRange: this node's pod CIDR and address and those of the cluster's other nodes (remote
+// nodes are routed under "<cluster>/<node>" names, local ones under plain names).
 func (s agentMeshSink) isLocalRange(p netip.Prefix) bool {
-	if s.a.cfg.PodCIDR.Overlaps(p) {
+	if s.a.cfg.PodCIDR.Overlaps(p) || (s.a.cfg.NodeIP.IsValid() && p.Contains(s.a.cfg.NodeIP)) {
 		return true
 	}
 	r := s.a.routes
@@ -48,6 +48,9 @@ func (s agentMeshSink) isLocalRange(p netip.Prefix) bool {
 	for name, cidrs := range r.byNode {
 		if strings.Contains(name, "/") {
 			continue
+		}
+		if via := r.vias[name]; via.IsValid() && p.Contains(via) {
+			return true
 		}
 		for _, c := range cidrs {
 			if c.Overlaps(p) {

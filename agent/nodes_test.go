@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -221,6 +223,32 @@ func TestMeshImport_KernelRoutesAreNotHijacked(t *testing.T) {
 		// The local /32 of this node is untouched in the local table too.
 		if h, err := readHostRanges(); err != nil || !h.addrs[netip.MustParseAddr("10.77.0.1")] {
 			return fmt.Errorf("host ranges %v, %v: this node's address missing", h, err)
+		}
+		return nil
+	})
+}
+
+// TestNodeRoutes_WaitRegistrySyncedUntilTheRegistryListed: the cluster mesh starts only once the
+// node registry has listed (the mesh's sync does not count), or not at all if ctx ends first.
+func TestNodeRoutes_WaitRegistrySyncedUntilTheRegistryListed(t *testing.T) {
+	fabricNamespace(t, func() error {
+		r := newNodeRoutes("self", slog.Default())
+		waitBriefly := func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			return r.waitRegistrySynced(ctx)
+		}
+		if err := waitBriefly(); !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("before any sync: %v, want the deadline", err)
+		}
+		r.sourceSynced(routesFromMesh)
+		if err := waitBriefly(); !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("after the mesh's sync only: %v, want the deadline", err)
+		}
+		r.sourceSynced(routesFromRegistry)
+		r.sourceSynced(routesFromRegistry) // a watch that re-listed
+		if err := waitBriefly(); err != nil {
+			return fmt.Errorf("after the registry's sync: %v", err)
 		}
 		return nil
 	})
