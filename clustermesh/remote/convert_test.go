@@ -78,8 +78,16 @@ func FuzzConvert(f *testing.F) {
 		for _, m := range resp.Changes {
 			ch, err := testValidator.convert(m)
 			if err != nil {
+				if del, ok := rejectedKey(m); ok {
+					if !del.deleted || del.kind == 0 {
+						t.Fatalf("the key of a rejected upsert became %+v, not a deletion", del)
+					}
+					checkSizesAfter(t, v, del)
+					v.apply(del)
+				}
 				continue
 			}
+			checkSizesAfter(t, v, ch)
 			if ch.kind == kindIdentity && !ch.deleted {
 				if got, _ := ch.labels.Lookup(identity.SourceK8s, identity.LabelCluster); got != "cluster2" {
 					t.Fatalf("accepted identity %d labelled %q", ch.id, got)
@@ -92,4 +100,24 @@ func FuzzConvert(f *testing.F) {
 		}
 		_ = diff(newView(), v)
 	})
+}
+
+// checkSizesAfter checks that sizesAfter predicts what applying c does to v's sizes.
+func checkSizesAfter(t *testing.T, v *view, c change) {
+	t.Helper()
+	ids, ips, nodes := v.sizesAfter([]change{c, c})
+	probe := newView()
+	for id, l := range v.identities {
+		probe.identities[id] = l
+	}
+	for p, e := range v.ipcache {
+		probe.ipcache[p] = e
+	}
+	for n, node := range v.nodes {
+		probe.nodes[n] = node
+	}
+	probe.apply(c)
+	if ids != len(probe.identities) || ips != len(probe.ipcache) || nodes != len(probe.nodes) {
+		t.Fatalf("sizesAfter %d/%d/%d, applying gives %d/%d/%d", ids, ips, nodes, len(probe.identities), len(probe.ipcache), len(probe.nodes))
+	}
 }
