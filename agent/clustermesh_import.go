@@ -61,9 +61,6 @@ type imported struct {
 	cidrBits map[int]int
 	// rejected counts the pod CIDRs, nodes and ipcache entries refused.
 	rejected uint64
-	// reconcileAtSync: a new client took over from a previous one; at its first sync whatever
-	// is held and not in the new state goes.
-	reconcileAtSync bool
 }
 
 func newImported() imported {
@@ -85,12 +82,6 @@ func (im *imported) covered(p netip.Prefix) bool {
 	return false
 }
 
-func (im *imported) setReconcileAtSync(v bool) {
-	im.mu.Lock()
-	im.reconcileAtSync = v
-	im.mu.Unlock()
-}
-
 // routeName makes a remote node's name unique beside the local nodes and other clusters' nodes.
 func routeName(cluster, node string) string { return cluster + "/" + node }
 
@@ -104,44 +95,9 @@ func (c *meshConsumer) Apply(ch remote.Changes) {
 	im := &c.rc.imported
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if ch.Synced && im.reconcileAtSync {
-		im.reconcileAtSync = false
-		c.dropHeldNotIn(&ch)
-	}
 	c.m.applyLocked(c.rc.name, im, ch)
 	if ch.Synced {
 		c.rc.syncedOnce.Do(func() { close(c.rc.synced) })
-	}
-}
-
-// dropHeldNotIn adds to a new client's first complete state the deletion of everything held from
-// the previous client that the new state lacks.
-func (c *meshConsumer) dropHeldNotIn(ch *remote.Changes) {
-	im := &c.rc.imported
-	for id := range im.identities {
-		if _, ok := ch.Identities[id]; !ok {
-			ch.DeletedIdentities = append(ch.DeletedIdentities, id)
-		}
-	}
-	upserted := make(map[netip.Prefix]bool, len(ch.IPCache))
-	for _, e := range ch.IPCache {
-		upserted[e.Prefix] = true
-	}
-	for _, held := range []map[netip.Prefix]identity.ID{im.ipcache, im.pending} {
-		for p := range held {
-			if !upserted[p] {
-				ch.DeletedIPCache = append(ch.DeletedIPCache, p)
-			}
-		}
-	}
-	nodes := make(map[string]bool, len(ch.Nodes))
-	for _, n := range ch.Nodes {
-		nodes[n.Name] = true
-	}
-	for n := range im.nodes {
-		if !nodes[n] {
-			ch.DeletedNodes = append(ch.DeletedNodes, n)
-		}
 	}
 }
 
