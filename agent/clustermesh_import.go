@@ -271,7 +271,7 @@ func (m *clusterMesh) checkGateway(n remote.Node, host hostRanges) error {
 	case host.addrs[via]:
 		return fmt.Errorf("address %s is this node's own", via)
 	case m.sink.isLocalRange(netip.PrefixFrom(via, 32)):
-		return fmt.Errorf("address %s is inside this cluster's pod CIDRs", via)
+		return fmt.Errorf("address %s is a node or pod address of this cluster", via)
 	}
 	return nil
 }
@@ -290,7 +290,7 @@ func (m *clusterMesh) checkPodCIDR(p netip.Prefix, via netip.Addr, host hostRang
 		}
 	}
 	if m.sink.isLocalRange(p) {
-		return errors.New("overlaps this cluster's pod CIDRs")
+		return errors.New("overlaps this cluster's pod CIDRs or node addresses")
 	}
 	for a := range host.addrs {
 		if p.Contains(a) {
