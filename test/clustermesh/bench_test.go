@@ -23,9 +23,9 @@ import (
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
-// fillCluster makes n endpoints exist in cluster c as a simulated node would: n identities
-// through the real allocator (labels from labelsOf) and an ipcache entry for each under a lease,
-// held until the benchmark ends.
+// fillCluster makes n endpoints (n < 65,536) exist in cluster c as a simulated node would: the
+// node's entry, n identities through the real allocator (labels from labelsOf) and an ipcache
+// entry for each in the node's pod CIDR, under a lease held until the benchmark ends.
 func fillCluster(b *testing.B, c *harness.MeshCluster, n int, labelsOf func(i int) map[string]string) {
 	b.Helper()
 	ctx := context.Background()
@@ -72,6 +72,12 @@ func fillCluster(b *testing.B, c *harness.MeshCluster, n int, labelsOf func(i in
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
+	// The simulated node owns 10.200.0.0/16: a remote cluster's ipcache entries are imported only
+	// inside the pod CIDRs its nodes announce.
+	node, _ := json.Marshal(map[string]any{"name": "bench-sim", "cluster": c.Name, "ips": []string{"10.99.0.250"}, "podCIDRs": []string{"10.200.0.0/16"}})
+	if err := kv.Put(ctx, "nodes/bench-sim", node, lease); err != nil {
+		b.Fatal(err)
+	}
 	base := netip.MustParseAddr("10.200.0.0").As4()
 	var ops []kvstore.Op
 	for i, id := range ids {
@@ -87,27 +93,29 @@ func fillCluster(b *testing.B, c *harness.MeshCluster, n int, labelsOf func(i in
 	}
 }
 
-// remoteCounts reads `clustermesh status -o json` for the identities imported from remote.
-func remoteIdentities(a *harness.Agent, remote string) int {
+// remoteCounts reads the identities and endpoints (ipcache entries) the agent imported from
+// remote, from `clustermesh status -o json`; -1 when it cannot tell.
+func remoteCounts(a *harness.Agent, remote string) (identities, endpoints int) {
 	out, err := a.CLI("clustermesh", "status", "-o", "json")
 	if err != nil {
-		return -1
+		return -1, -1
 	}
 	var status struct {
 		Clusters []struct {
 			Name       string `json:"name"`
 			Identities int    `json:"identities"`
+			Endpoints  int    `json:"endpoints"`
 		} `json:"clusters"`
 	}
 	if json.Unmarshal([]byte(out), &status) != nil {
-		return -1
+		return -1, -1
 	}
 	for _, c := range status.Clusters {
 		if c.Name == remote {
-			return c.Identities
+			return c.Identities, c.Endpoints
 		}
 	}
-	return -1
+	return -1, -1
 }
 
 func writePolicy(b *testing.B, doc string) string {
@@ -162,7 +170,8 @@ func BenchmarkMesh_Propagation(b *testing.B) {
 			defer ln.Close()
 			go acceptAndClose(ln)
 			harness.WaitFor(b, 3*time.Minute, "cluster1 to import cluster2's tiefighters", func() bool {
-				return remoteIdentities(c1.Agents[0], "cluster2") >= existing
+				ids, eps := remoteCounts(c1.Agents[0], "cluster2")
+				return ids >= existing && eps >= existing
 			})
 
 			const samples = 20
@@ -220,11 +229,13 @@ func BenchmarkMesh_AgentMemory(b *testing.B) {
 	fullAgent := harness.StartAgent(b, topo.MustAddNode(b, "c1full"), c1.Name, c1.ID, c1.KV, etcdtest.SocketDir(b),
 		"--clustermesh-config", c1.Dir.Remotes(), "--clustermesh-full-watch")
 	measure := func(a *harness.Agent, want int) (float64, int) {
-		harness.WaitFor(b, 5*time.Minute, fmt.Sprintf("%s to import %d identities", a.Node().Name, want), func() bool {
-			return remoteIdentities(a, "cluster2") >= want
+		harness.WaitFor(b, 5*time.Minute, fmt.Sprintf("%s to import %d identities and their endpoints", a.Node().Name, want), func() bool {
+			ids, eps := remoteCounts(a, "cluster2")
+			return ids >= want && eps >= want
 		})
 		time.Sleep(5 * time.Second) // let the Go garbage collector settle
-		return rssMB(b, a.PID()), remoteIdentities(a, "cluster2")
+		ids, _ := remoteCounts(a, "cluster2")
+		return rssMB(b, a.PID()), ids
 	}
 	full, fullIDs := measure(fullAgent, remote)
 	scoped, scopedIDs := measure(scopedAgent, remote/10000)
