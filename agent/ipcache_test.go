@@ -2,32 +2,16 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
-
-	"github.com/palisade-mesh/palisade/bpf"
-	"github.com/palisade-mesh/palisade/internal/testenv"
 )
 
 // TestPruneIPCache_RemovesOnlyWhatNoSourcePublishes: after a restart, the pinned ipcache holds
 // entries from before; those the cluster, the local endpoints and the remote clusters still
 // publish stay, the rest go.
 func TestPruneIPCache_RemovesOnlyWhatNoSourcePublishes(t *testing.T) {
-	testenv.RequireRoot(t)
-	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-test-agent-prune-%d", os.Getpid()))
-	dp, err := bpf.Open(bpf.Options{PinDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dp.Remove(); err != nil {
-			t.Errorf("remove datapath: %v", err)
-		}
-	})
+	dp := testDatapath(t, "prune")
 	a := &Agent{
 		dp:        dp,
 		log:       slog.Default(),

@@ -21,12 +21,6 @@ import (
 // lists first; the routes to remote clusters' pod CIDRs must survive until the cluster mesh has
 // said what it wants, and only then are unwanted routes removed.
 func TestNodeRoutes_RestartKeepsRemoteRoutesUntilTheMeshSynced(t *testing.T) {
-	testenv.RequireRoot(t)
-	topo := topology.NewForTest(t, topology.Options{})
-	ns, err := topo.AddNamespace("routes")
-	if err != nil {
-		t.Fatal(err)
-	}
 	remoteCIDR := netip.MustParsePrefix("10.201.1.0/24")
 	// Runs inside ns.Do, on its locked thread: failures are returned, never t.Fatal.
 	hasRoute := func() bool {
@@ -38,25 +32,7 @@ func TestNodeRoutes_RestartKeepsRemoteRoutesUntilTheMeshSynced(t *testing.T) {
 		}
 		return false
 	}
-	err = ns.Do(func() error {
-		// A veth pair inside the namespace stands in for the node's fabric link.
-		fabric := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fab0"}, PeerName: "fab1"}
-		if err := netlink.LinkAdd(fabric); err != nil {
-			return err
-		}
-		peer, err := netlink.LinkByName("fab1")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(peer); err != nil {
-			return err
-		}
-		if err := netlink.AddrAdd(fabric, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 77, 0, 1), Mask: net.CIDRMask(24, 32)}}); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(fabric); err != nil {
-			return err
-		}
+	fabricNamespace(t, func() error {
 		before := newNodeRoutes("self", slog.Default())
 		if err := before.setNode(NodeInfo{Name: "cluster2/n1", IPs: []string{"10.77.0.2"}, PodCIDRs: []string{remoteCIDR.String()}}); err != nil {
 			return err
@@ -76,9 +52,6 @@ func TestNodeRoutes_RestartKeepsRemoteRoutesUntilTheMeshSynced(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // fabricNamespace runs fn in a new namespace whose link fab0 has 10.77.0.1/24 (the node's fabric

@@ -75,17 +75,7 @@ func TestDiffEntries_SplitsByEffect(t *testing.T) {
 }
 
 func TestWritePolicy_BatchLeavesEachEndpointAtItsNewPolicyAndDefersOnlyTheCut(t *testing.T) {
-	testenv.RequireRoot(t)
-	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-test-agent-write-%d", os.Getpid()))
-	dp, err := bpf.Open(bpf.Options{PinDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dp.Remove(); err != nil {
-			t.Errorf("remove datapath: %v", err)
-		}
-	})
+	dp := testDatapath(t, "write")
 	a := &Agent{dp: dp}
 
 	allow := func(id uint32, port uint16) bpf.PolicyEntry {
@@ -213,4 +203,22 @@ func TestDiffEntries_AgreesWithMapsOnRandomPolicies(t *testing.T) {
 			}
 		}
 	}
+}
+
+// testDatapath opens a datapath pinned under a name unique to this test process, removed when the
+// test ends. It needs root.
+func testDatapath(t *testing.T, name string) *bpf.Datapath {
+	t.Helper()
+	testenv.RequireRoot(t)
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-test-agent-%s-%d", name, os.Getpid()))
+	dp, err := bpf.Open(bpf.Options{PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dp.Remove(); err != nil {
+			t.Errorf("remove datapath: %v", err)
+		}
+	})
+	return dp
 }

@@ -15,19 +15,11 @@ import (
 )
 
 // bareNamespace creates an empty namespace of the topology (removed when the test ends).
-func bareNamespace(t *testing.T, topo *topology.Topology, role string) *topology.Namespace {
-	t.Helper()
-	ns, err := topo.AddNamespace(role)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
 
 func TestLink_SetupWiresBothSidesAndRemoveLeavesNothing(t *testing.T) {
 	testenv.RequireRoot(t)
 	topo := topology.NewForTest(t, topology.Options{})
-	nodeNS, epNS := bareNamespace(t, topo, "node"), bareNamespace(t, topo, "ep")
+	nodeNS, epNS := topo.MustAddNamespace(t, "node"), topo.MustAddNamespace(t, "ep")
 	node, ep := nodeNS.Path, epNS.Path
 	cfg := link.Config{
 		NodeNetns:     node,

@@ -30,8 +30,8 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	a1 := harness.StartAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
 	a2 := harness.StartAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
 
-	ds1NS, ds2NS := bareNamespace(t, topo, "ds1"), bareNamespace(t, topo, "ds2")
-	tieNS, xwingNS := bareNamespace(t, topo, "tie"), bareNamespace(t, topo, "xwing")
+	ds1NS, ds2NS := topo.MustAddNamespace(t, "ds1"), topo.MustAddNamespace(t, "ds2")
+	tieNS, xwingNS := topo.MustAddNamespace(t, "tie"), topo.MustAddNamespace(t, "xwing")
 	ds1 := a1.CreateEndpoint(t, ds1NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
 	ds2 := a2.CreateEndpoint(t, ds2NS, "org=empire,class=deathstar,app.kubernetes.io/name=deathstar")
 	tie := a2.CreateEndpoint(t, tieNS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
@@ -121,7 +121,7 @@ func TestAgent_StarWarsAcrossTwoNodes(t *testing.T) {
 	etcd.Restart()
 
 	// Converged: a tiefighter created after the outage on the other node lands, the xwing does not.
-	tie2NS := bareNamespace(t, topo, "tie2")
+	tie2NS := topo.MustAddNamespace(t, "tie2")
 	tie2 := a1.CreateEndpoint(t, tie2NS, "org=empire,class=tiefighter,app.kubernetes.io/name=tiefighter")
 	if tie2.Identity != tie.Identity {
 		t.Fatalf("second tiefighter got identity %d, want %d", tie2.Identity, tie.Identity)

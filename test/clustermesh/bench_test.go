@@ -158,10 +158,7 @@ func BenchmarkMesh_Propagation(b *testing.B) {
 			fillCluster(b, c2, existing, func(i int) map[string]string {
 				return map[string]string{"org": "empire", "class": "tiefighter", "instance": "filler-" + strconv.Itoa(i)}
 			})
-			dsNS, err := topo.AddNamespace("ds")
-			if err != nil {
-				b.Fatal(err)
-			}
+			dsNS := topo.MustAddNamespace(b, "ds")
 			ds := c1.Agents[0].CreateEndpoint(b, dsNS, "org=empire,class=deathstar")
 			ln, err := dsNS.Listen("tcp4", ":80")
 			if err != nil {
@@ -177,10 +174,7 @@ func BenchmarkMesh_Propagation(b *testing.B) {
 			const samples = 20
 			var total, create []time.Duration
 			for i := 0; i < samples; i++ {
-				ns, err := topo.AddNamespace("new" + strconv.Itoa(i))
-				if err != nil {
-					b.Fatal(err)
-				}
+				ns := topo.MustAddNamespace(b, "new"+strconv.Itoa(i))
 				start := time.Now()
 				c2.Agents[0].CreateEndpoint(b, ns, fmt.Sprintf("org=empire,class=tiefighter,instance=new-%d", i))
 				create = append(create, time.Since(start))

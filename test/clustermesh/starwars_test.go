@@ -15,15 +15,6 @@ import (
 
 const policyFile = "../../examples/multicluster/cross-cluster-l7.yaml"
 
-func namespace(t *testing.T, topo *topology.Topology, role string) *topology.Namespace {
-	t.Helper()
-	ns, err := topo.AddNamespace(role)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
 // verdict is what a request got: the body, "403" or "dropped".
 func verdict(c *http.Client, method, url string) string {
 	body, err := harness.Request(c, method, url)
@@ -46,8 +37,8 @@ func TestMesh_StarWarsAcrossThreeClusters(t *testing.T) {
 	mesh := harness.StartMesh(t, topo, harness.MeshOptions{Clusters: 3, Connect: [][2]int{{0, 1}, {0, 2}, {1, 2}}})
 	c1, c2, c3 := mesh[0], mesh[1], mesh[2]
 
-	ds1NS, ds2NS := namespace(t, topo, "ds1"), namespace(t, topo, "ds2")
-	tie2NS, xwing2NS, tie3NS := namespace(t, topo, "tie2"), namespace(t, topo, "xwing2"), namespace(t, topo, "tie3")
+	ds1NS, ds2NS := topo.MustAddNamespace(t, "ds1"), topo.MustAddNamespace(t, "ds2")
+	tie2NS, xwing2NS, tie3NS := topo.MustAddNamespace(t, "tie2"), topo.MustAddNamespace(t, "xwing2"), topo.MustAddNamespace(t, "tie3")
 	ds1 := c1.Agents[0].CreateEndpoint(t, ds1NS, "org=empire,class=deathstar")
 	ds2 := c1.Agents[1].CreateEndpoint(t, ds2NS, "org=empire,class=deathstar")
 	tie2 := c2.Agents[0].CreateEndpoint(t, tie2NS, "org=empire,class=tiefighter")
@@ -107,7 +98,7 @@ func TestMesh_StarWarsAcrossThreeClusters(t *testing.T) {
 	}
 
 	// A tiefighter started in cluster2 after the policy lands within a second, with no restart.
-	tieNewNS := namespace(t, topo, "tie2new")
+	tieNewNS := topo.MustAddNamespace(t, "tie2new")
 	created := time.Now()
 	tieNew := c2.Agents[1].CreateEndpoint(t, tieNewNS, "org=empire,class=tiefighter")
 	fast := harness.HTTPClient(tieNewNS, 200*time.Millisecond)

@@ -50,7 +50,7 @@ func TestL7_MemcachedRealServerAndClient(t *testing.T) {
 	topo := topology.NewForTest(t, topology.Options{})
 	n1 := topo.MustAddNode(t, "n1")
 	a1 := harness.StartAgent(t, n1, "cluster1", 1, kv, dir)
-	cacheNS, webNS := namespace(t, topo, "cache"), namespace(t, topo, "web")
+	cacheNS, webNS := topo.MustAddNamespace(t, "cache"), topo.MustAddNamespace(t, "web")
 	cache := a1.CreateEndpoint(t, cacheNS, "app=cache")
 	a1.CreateEndpoint(t, webNS, "app=web")
 

@@ -16,15 +16,6 @@ import (
 	"github.com/palisade-mesh/palisade/test/topology"
 )
 
-func namespace(t *testing.T, topo *topology.Topology, role string) *topology.Namespace {
-	t.Helper()
-	ns, err := topo.AddNamespace(role)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
 // request sends one request and returns status and body.
 func request(c *http.Client, method, url string) (int, string, error) {
 	req, err := http.NewRequest(method, url, nil)
@@ -55,7 +46,7 @@ func TestL7_StarWars(t *testing.T) {
 	a1 := harness.StartAgent(t, n1, "cluster1", 1, kvEndpoint, dir)
 	a2 := harness.StartAgent(t, n2, "cluster1", 1, kvEndpoint, dir)
 
-	dsNS, tieNS, droidNS, xwingNS := namespace(t, topo, "ds"), namespace(t, topo, "tie"), namespace(t, topo, "droid"), namespace(t, topo, "xwing")
+	dsNS, tieNS, droidNS, xwingNS := topo.MustAddNamespace(t, "ds"), topo.MustAddNamespace(t, "tie"), topo.MustAddNamespace(t, "droid"), topo.MustAddNamespace(t, "xwing")
 	ds := a1.CreateEndpoint(t, dsNS, "org=empire,class=deathstar")
 	tie := a2.CreateEndpoint(t, tieNS, "org=empire,class=tiefighter")
 	droid := a2.CreateEndpoint(t, droidNS, "org=empire,class=maintenance-droid")

@@ -377,6 +377,16 @@ func (t *Topology) AddNamespace(role string) (*Namespace, error) {
 	return ns, nil
 }
 
+// MustAddNamespace is AddNamespace failing tb on error.
+func (t *Topology) MustAddNamespace(tb testing.TB, role string) *Namespace {
+	tb.Helper()
+	ns, err := t.AddNamespace(role)
+	if err != nil {
+		tb.Fatalf("add namespace %s: %v", role, err)
+	}
+	return ns
+}
+
 // Close deletes every namespace of the topology (endpoints, nodes, fabric), which removes their
 // links, addresses and routes with them, and kills the processes started in them. It is safe to
 // call more than once.
